@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Every map the programs use; layouts come from <causeway/datapath.h>. */
+#ifndef CW_BPF_MAPS_H
+#define CW_BPF_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <causeway/datapath.h>
+
+/*
+ * Pinned by name under the bpffs root given as pin_root_path at open time,
+ * so the plugin and the helper share one instance per node and a reload
+ * adopts the existing entries instead of starting empty.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, CW_MAX_ENDPOINTS);
+	__type(key, struct cw_endpoint_key);
+	__type(value, struct cw_endpoint_info);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cw_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, CW_MAX_METRICS);
+	__type(key, struct cw_metrics_key);
+	__type(value, struct cw_metrics_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cw_metrics SEC(".maps");
+
+#endif

@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * Programs attached to the host side of every pod veth.
+ *
+ *   from_container: tc ingress (packets the pod sends)
+ *   to_container:   tc egress  (packets on their way into the pod)
+ *
+ * Same-node pod-to-pod traffic is handed straight to the destination's host
+ * veth with bpf_redirect(), skipping the host's routing and neighbour code;
+ * everything else goes up the host stack.  Redirecting to the veth's egress
+ * (not bpf_redirect_peer) keeps to_container on the path of every packet a
+ * pod receives, which is where ingress policy will sit.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "lib/maps.h"
+#include "lib/metrics.h"
+#include "lib/eth.h"
+#include "lib/ipv4.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+static __always_inline int handle_ipv4_from_container(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + ETH_HLEN;
+	struct cw_endpoint_key key = {};
+	struct cw_endpoint_info *src, *dst;
+	__u8 dst_pod_mac[ETH_ALEN], dst_host_mac[ETH_ALEN];
+	__u32 ifindex;
+
+	if ((void *)(ip + 1) > data_end)
+		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
+	if (ip->version != 4 || ip->ihl < 5)
+		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
+
+	/*
+	 * Anti-spoofing: the source address must be an endpoint of this very
+	 * interface.  0.0.0.0 is let through for DHCP-style probes the host
+	 * stack handles (and drops) itself.
+	 */
+	if (ip->saddr != 0) {
+		key.ip4 = ip->saddr;
+		src = bpf_map_lookup_elem(&cw_endpoints, &key);
+		if (!src || src->ifindex != skb->ifindex)
+			return cw_drop(skb, -CW_DROP_INVALID_SOURCE, CW_DIR_EGRESS);
+	}
+
+	key.ip4 = ip->daddr;
+	dst = bpf_map_lookup_elem(&cw_endpoints, &key);
+	if (!dst) {
+		cw_count(skb, CW_REASON_FORWARDED, CW_DIR_EGRESS);
+		return TC_ACT_OK;
+	}
+
+	if (ip->ttl <= 1)
+		return cw_drop(skb, -CW_DROP_TTL_EXCEEDED, CW_DIR_EGRESS);
+
+	/* Copy out before skb helpers invalidate packet and map pointers. */
+	ifindex = dst->ifindex;
+	cw_mac_copy(dst_pod_mac, dst->pod_mac);
+	cw_mac_copy(dst_host_mac, dst->host_mac);
+	(void)eth;
+
+	if (cw_ipv4_dec_ttl(skb, ip) < 0)
+		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
+	if (bpf_skb_store_bytes(skb, 0, dst_pod_mac, ETH_ALEN, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, dst_host_mac, ETH_ALEN, 0) < 0)
+		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
+
+	cw_count(skb, CW_REASON_FORWARDED, CW_DIR_EGRESS);
+	return bpf_redirect(ifindex, 0);
+}
+
+SEC("tc")
+int from_container(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
+
+	switch (eth->h_proto) {
+	case bpf_htons(ETH_P_IP):
+		return handle_ipv4_from_container(skb);
+	case bpf_htons(ETH_P_ARP):
+	case bpf_htons(ETH_P_IPV6):
+		/*
+		 * The pod has a permanent neighbour entry for its gateway, so
+		 * ARP is rare; IPv6 is not configured by Causeway yet.  Both
+		 * are left to the host stack.
+		 */
+		cw_count(skb, CW_REASON_FORWARDED, CW_DIR_EGRESS);
+		return TC_ACT_OK;
+	default:
+		return cw_drop(skb, -CW_DROP_UNKNOWN_L3, CW_DIR_EGRESS);
+	}
+}
+
+SEC("tc")
+int to_container(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_INGRESS);
+
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + ETH_HLEN;
+
+		if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
+			return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_INGRESS);
+	}
+	cw_count(skb, CW_REASON_FORWARDED, CW_DIR_INGRESS);
+	return TC_ACT_OK;
+}

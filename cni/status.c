@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: Apache-2.0
+/* STATUS (SPEC.md 1.1.0): can this plugin serve an ADD right now? */
+#include <errno.h>
+#include <string.h>
+
+#include <causeway/dp.h>
+#include "delegate.h"
+#include "ipam.h"
+#include "plugin.h"
+
+int cw_cmd_status(struct cw_plugin *p)
+{
+	const struct cw_conf *conf = p->conf;
+	struct cw_ipam *ipam = NULL;
+	struct cw_dp *dp = NULL;
+	unsigned int used, cap;
+	int err;
+
+	err = cw_dp_open(conf->bpf_root, conf->state_dir, true, &dp);
+	cw_dp_free(dp);
+	if (err)
+		return cw_error_set(&p->err, CW_ERR_NOT_AVAILABLE,
+				    "datapath unavailable: bpfRoot %s: %s", conf->bpf_root, strerror(-err));
+	if (conf->has_ipam)
+		return cw_delegate(conf, &p->args, "STATUS", NULL, &p->err) < 0 ?
+		       (p->err.code = CW_ERR_NOT_AVAILABLE, -1) : 0;
+	if (!conf->has_pod_cidr)
+		return cw_error_set(&p->err, CW_ERR_NOT_AVAILABLE,
+				    "no address range: config has neither \"podCIDR\" nor \"ipam.type\"");
+	err = cw_ipam_open(conf->state_dir, conf->name, &conf->pod_cidr, CW_LOCK_TIMEOUT_MS, &ipam);
+	if (!err)
+		err = cw_ipam_usage(ipam, &used, &cap);
+	cw_ipam_close(ipam);
+	if (err)
+		return cw_error_set(&p->err, CW_ERR_NOT_AVAILABLE, "ipam state unreadable: %s",
+				    strerror(-err));
+	if (used >= cap)
+		return cw_error_set(&p->err, CW_ERR_NOT_AVAILABLE,
+				    "ipam: pool exhausted (%u of %u addresses in use)", used, cap);
+	return 0;
+}

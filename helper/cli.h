@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef CW_HELPER_CLI_H
+#define CW_HELPER_CLI_H
+
+#include <stdbool.h>
+
+struct cw_cli_opts {
+	const char *bpf_root;
+	const char *state_dir;
+	bool json;
+};
+
+int cw_cli_load(const struct cw_cli_opts *o);
+int cw_cli_unload(const struct cw_cli_opts *o);
+int cw_cli_endpoints(const struct cw_cli_opts *o);
+int cw_cli_metrics(const struct cw_cli_opts *o);
+
+#endif

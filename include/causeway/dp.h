@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * User-space access to a node's pinned datapath: load-and-pin under a lock,
+ * open the pins, tc attach/query, endpoint and metrics map access.
+ */
+#ifndef CAUSEWAY_DP_H
+#define CAUSEWAY_DP_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <causeway/datapath.h>
+
+struct cw_dp {
+	int prog_from_container;
+	int prog_to_container;
+	int map_endpoints;
+	int map_metrics;
+	char root[PATH_MAX];
+};
+
+/*
+ * Make sure @bpf_root sits on a bpffs: mounts bpffs on /sys/fs/bpf when the
+ * root lies below it and nothing is mounted there, creates the root
+ * directory.  -ENOTSUP when the root is on another filesystem.
+ */
+int cw_bpffs_ensure(const char *bpf_root);
+bool cw_dp_pinned(const char *bpf_root);
+
+/*
+ * Open the pinned programs and maps of @bpf_root.  With @load_if_missing the
+ * programs are loaded and pinned first when absent, serialised on a lock file
+ * in @lock_dir so concurrent first ADDs load once.
+ */
+int cw_dp_open(const char *bpf_root, const char *lock_dir, bool load_if_missing,
+	       struct cw_dp **out);
+void cw_dp_free(struct cw_dp *dp);
+
+/* Load the programs and (re)pin them, adopting already-pinned maps. */
+int cw_dp_load(const char *bpf_root, const char *lock_dir);
+/* Remove every pin this project makes in @bpf_root, then the directory. */
+int cw_dp_unpin(const char *bpf_root);
+
+int cw_tc_attach(int ifindex, int prog_fd, bool ingress);
+/* *prog_id = 0 when nothing is attached at Causeway's handle. */
+int cw_tc_query(int ifindex, bool ingress, __u32 *prog_id);
+int cw_tc_detach(int ifindex, bool ingress);
+int cw_prog_id(int prog_fd, __u32 *id);
+
+int cw_ep_put(const struct cw_dp *dp, __be32 ip4, const struct cw_endpoint_info *info);
+int cw_ep_get(const struct cw_dp *dp, __be32 ip4, struct cw_endpoint_info *info);
+/* 0 when deleted or absent. */
+int cw_ep_delete(const struct cw_dp *dp, __be32 ip4);
+
+/* Sum one metrics key over all CPUs. */
+int cw_metrics_sum(int map_fd, const struct cw_metrics_key *key, struct cw_metrics_value *out);
+const char *cw_reason_name(unsigned int reason);
+
+#endif
