@@ -278,6 +278,22 @@ int cw_cmd_add(struct cw_plugin *p)
 		goto cleanup;
 	}
 
+	/*
+	 * A veth under our name with no state file is a leftover: a crashed
+	 * ADD, or a DEL whose detached unregister has not finished.  The name
+	 * is derived from this very attachment, so it is ours to remove.
+	 */
+	{
+		struct cw_endpoint_state old;
+		int stale_ifindex;
+
+		if (cw_link_ifindex(c.host_sk, c.ep.host_ifname, &stale_ifindex) == 0 &&
+		    cw_endpoint_read(p->conf->state_dir, c.ep.container_id, c.ep.ifname, &old) != 0) {
+			pr_info("ADD: removing leftover %s (ifindex %d)", c.ep.host_ifname, stale_ifindex);
+			cw_link_del_ifindex(c.host_sk, stale_ifindex);
+		}
+	}
+
 	if (allocate_ip(&c) < 0)
 		goto undo;
 

@@ -155,6 +155,14 @@ static int parse_fields(struct cw_conf *c, const cJSON *root, struct cw_error *e
 		c->mtu = (unsigned int)v->valuedouble;
 	}
 
+	v = cJSON_GetObjectItemCaseSensitive(root, "asyncLinkDelete");
+	if (v && !cJSON_IsNull(v)) {
+		if (!cJSON_IsBool(v))
+			return cw_error_set(err, CW_ERR_INVALID_CONFIG,
+					    "config field \"asyncLinkDelete\" must be true or false");
+		c->async_link_delete = cJSON_IsTrue(v);
+	}
+
 	if ((r = opt_string(root, "podCIDR", buf, sizeof(buf), err)) < 0)
 		return r;
 	if (r) {
@@ -228,6 +236,7 @@ int cw_conf_parse(const char *buf, size_t len, struct cw_conf **out, struct cw_e
 	snprintf(c->bpf_root, sizeof(c->bpf_root), "%s", CW_DEFAULT_BPF_ROOT);
 	snprintf(c->state_dir, sizeof(c->state_dir), "%s", CW_DEFAULT_STATE_DIR);
 	c->mtu = 1500;
+	c->async_link_delete = true;
 	c->log_level = CW_LOG_WARN;
 	if (parse_fields(c, root, err) < 0)
 		goto cleanup;
@@ -282,9 +291,10 @@ char *cw_conf_dump(const struct cw_conf *c)
 		snprintf(cidr, sizeof(cidr), "%s/%u", ip, c->pod_cidr.len);
 	}
 	off = (size_t)snprintf(s, cap,
-			       "cniVersion=%s\nname=%s\ntype=%s\nbpfRoot=%s\nstateDir=%s\nmtu=%u\n"
+			       "cniVersion=%s\nname=%s\ntype=%s\nbpfRoot=%s\nstateDir=%s\nmtu=%u\nasyncLinkDelete=%s\n"
 			       "podCIDR=%s\nlogFile=%s\nlogLevel=%s\nipam=%s\nprevResult=%s\n",
 			       c->cni_version, c->name, c->type, c->bpf_root, c->state_dir, c->mtu,
+			       c->async_link_delete ? "true" : "false",
 			       c->has_pod_cidr ? cidr : "-", c->log_file[0] ? c->log_file : "-",
 			       lv[c->log_level], c->has_ipam ? c->ipam_type : "-",
 			       c->prev_result ? "yes" : "no");

@@ -26,6 +26,7 @@ struct cw_conf {
 	char bpf_root[PATH_MAX];
 	char state_dir[PATH_MAX];
 	unsigned int mtu;
+	bool async_link_delete; /* DEL leaves the veth unregister to a child */
 	bool has_pod_cidr;
 	struct cw_prefix4 pod_cidr;
 	char log_file[PATH_MAX];

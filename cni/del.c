@@ -37,7 +37,7 @@ static bool ip_from_prev_result(const struct cw_conf *conf, struct in_addr *ip)
 }
 
 int cw_teardown(const struct cw_conf *conf, const struct cw_args *args, const char *container_id,
-		const char *ifname, bool delegate_ipam, struct cw_error *err)
+		const char *ifname, bool delegate_ipam, bool async_link, struct cw_error *err)
 {
 	struct cw_endpoint_state ep;
 	struct cw_ipam *ipam = NULL;
@@ -90,8 +90,28 @@ int cw_teardown(const struct cw_conf *conf, const struct cw_args *args, const ch
 		cw_dp_free(dp);
 	}
 
-	/* 3. the veth: deleting the host end removes the pod end too */
-	if (sk) {
+	/*
+	 * 3. the veth: deleting the host end removes the pod end too.  Async:
+	 * down now (the pod is cut off before DEL returns), unregistered by
+	 * a detached child.  Only a link that still carries our name and
+	 * ifindex is touched.
+	 */
+	if (sk && async_link && host_ifindex) {
+		int now_ifindex = 0;
+
+		if (cw_link_ifindex(sk, host_ifname, &now_ifindex) == 0 && now_ifindex == host_ifindex &&
+		    cw_link_set_down(sk, host_ifindex) == 0) {
+			rc = cw_link_del_ifindex_detached(host_ifindex);
+			if (rc)
+				rc = cw_link_del_ifindex(sk, host_ifindex);
+		} else {
+			rc = cw_link_del(sk, host_ifname);
+		}
+		cw_nl_close(sk);
+		if (rc)
+			return cw_error_set(err, CW_ERR_NETLINK, "DEL: cannot delete %s: %s", host_ifname,
+					    strerror(-rc));
+	} else if (sk) {
 		rc = cw_link_del(sk, host_ifname);
 		cw_nl_close(sk);
 		if (rc)
@@ -108,7 +128,8 @@ int cw_teardown(const struct cw_conf *conf, const struct cw_args *args, const ch
 
 int cw_cmd_del(struct cw_plugin *p)
 {
-	int rc = cw_teardown(p->conf, &p->args, p->args.container_id, p->args.ifname, true, &p->err);
+	int rc = cw_teardown(p->conf, &p->args, p->args.container_id, p->args.ifname, true,
+			     p->conf->async_link_delete, &p->err);
 
 	if (rc == 0)
 		pr_info("DEL %s/%s done", p->args.container_id, p->args.ifname);

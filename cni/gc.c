@@ -106,7 +106,7 @@ int cw_cmd_gc(struct cw_plugin *p)
 
 		/* The IPAM plugin gets one GC below rather than a DEL each. */
 		if (cw_teardown(p->conf, &p->args, g.stale[i].container_id, g.stale[i].ifname, false,
-				&e) < 0) {
+				false, &e) < 0) {
 			pr_warn("GC: %s/%s: %s", g.stale[i].container_id, g.stale[i].ifname, e.msg);
 			g.errors++;
 			if (!p->err.code)

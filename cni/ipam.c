@@ -252,7 +252,7 @@ static void write_cursor(struct cw_ipam *ipam, struct in_addr a)
 	snprintf(path, sizeof(path), "%s/%s", ipam->dir, CURSOR_FILE);
 	cw_addr4_str(a, ip);
 	/* Only a hint for next-fit: losing it costs a longer scan, nothing more. */
-	if (cw_write_file_atomic(path, ip, strlen(ip)))
+	if (cw_write_file_atomic(path, ip, strlen(ip), false))
 		pr_warn("ipam: cannot update %s", path);
 }
 
@@ -296,7 +296,11 @@ int cw_ipam_allocate(struct cw_ipam *ipam, const char *container_id, const char 
 			cw_error_set(err, CW_ERR_IPAM, "ipam: cannot create %s: %s", path, strerror(errno));
 			return rc;
 		}
-		if (write(fd, owner, strlen(owner)) != (ssize_t)strlen(owner) || fsync(fd) < 0) {
+		/*
+		 * No fsync: O_EXCL already made the claim atomic, and a node
+		 * crash that loses it also killed the pod that held it.
+		 */
+		if (write(fd, owner, strlen(owner)) != (ssize_t)strlen(owner)) {
 			rc = errno ? -errno : -EIO;
 			close(fd);
 			unlink(path);

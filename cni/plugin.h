@@ -27,7 +27,7 @@ int cw_cmd_status(struct cw_plugin *p);
  * delegates.
  */
 int cw_teardown(const struct cw_conf *conf, const struct cw_args *args, const char *container_id,
-		const char *ifname, bool delegate_ipam, struct cw_error *err);
+		const char *ifname, bool delegate_ipam, bool async_link, struct cw_error *err);
 
 /* Lock timeout for IPAM, in ms; past it the runtime is told to retry (11). */
 #define CW_LOCK_TIMEOUT_MS 10000

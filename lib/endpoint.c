@@ -146,7 +146,8 @@ int cw_endpoint_write(const char *state_dir, const struct cw_endpoint_state *ep)
 	doc = cw_endpoint_format(ep);
 	if (!doc)
 		return -ENOMEM;
-	err = cw_write_file_atomic(path, doc, strlen(doc));
+	/* Pods do not outlive a node crash, so neither need their records. */
+	err = cw_write_file_atomic(path, doc, strlen(doc), false);
 	free(doc);
 	return err;
 }

@@ -66,7 +66,9 @@ static void vlog(enum cw_log_level level, const char *fmt, va_list ap)
 	while (n && msg[n - 1] == '\n')
 		msg[--n] = '\0';
 
-	fprintf(stderr, "%s: %s: %s\n", logger.tag, level_names[level], msg);
+	/* With a log file, stderr keeps only what the runtime should surface. */
+	if (!logger.file || level >= CW_LOG_WARN)
+		fprintf(stderr, "%s: %s: %s\n", logger.tag, level_names[level], msg);
 	if (!logger.file)
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/wait.h>
 #include <string.h>
 #include <unistd.h>
 #include <linux/if.h>
@@ -181,6 +182,61 @@ int cw_link_del(struct nl_sock *sk, const char *name)
 	err = cw_nl_errno(rtnl_link_delete(sk, link));
 	rtnl_link_put(link);
 	return err == -ENODEV ? 0 : err;
+}
+
+int cw_link_del_ifindex(struct nl_sock *sk, int ifindex)
+{
+	struct rtnl_link *link = rtnl_link_alloc();
+	int err;
+
+	if (!link)
+		return -ENOMEM;
+	rtnl_link_set_ifindex(link, ifindex);
+	err = cw_nl_errno(rtnl_link_delete(sk, link));
+	rtnl_link_put(link);
+	return err == -ENODEV ? 0 : err;
+}
+
+int cw_link_set_down(struct nl_sock *sk, int ifindex)
+{
+	struct rtnl_link *orig = rtnl_link_alloc(), *change = rtnl_link_alloc();
+	int err = -ENOMEM;
+
+	if (!orig || !change)
+		goto cleanup;
+	rtnl_link_set_ifindex(orig, ifindex);
+	rtnl_link_unset_flags(change, IFF_UP);
+	err = cw_nl_errno(rtnl_link_change(sk, orig, change, 0));
+cleanup:
+	if (orig)
+		rtnl_link_put(orig);
+	if (change)
+		rtnl_link_put(change);
+	return err;
+}
+
+int cw_link_del_ifindex_detached(int ifindex)
+{
+	struct nl_sock *sk = NULL;
+	pid_t pid = fork();
+	int status;
+
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		/* Double fork: the grandchild is reparented to init and the
+		 * runtime waiting on our stdout never waits for it. */
+		if (setsid() < 0 || fork() != 0)
+			_exit(0);
+		for (int fd = 0; fd < 3; fd++)
+			close(fd);
+		if (cw_nl_open(&sk) == 0)
+			cw_link_del_ifindex(sk, ifindex);
+		_exit(0);
+	}
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	return 0;
 }
 
 int cw_addr4_add(struct nl_sock *sk, int ifindex, struct in_addr addr, uint8_t prefixlen)

@@ -93,7 +93,7 @@ int cw_read_file(const char *path, char **out, size_t *len)
 	return err;
 }
 
-int cw_write_file_atomic(const char *path, const char *data, size_t len)
+int cw_write_file_atomic(const char *path, const char *data, size_t len, bool durable)
 {
 	char tmp[PATH_MAX];
 	int fd, err = 0;
@@ -115,7 +115,7 @@ int cw_write_file_atomic(const char *path, const char *data, size_t len)
 		}
 		off += (size_t)w;
 	}
-	if (fsync(fd) < 0)
+	if (durable && fsync(fd) < 0)
 		err = -errno;
 cleanup:
 	close(fd);

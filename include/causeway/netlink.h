@@ -32,6 +32,15 @@ int cw_link_get(struct nl_sock *sk, const char *name, int *ifindex, uint8_t mac[
 int cw_link_set_up(struct nl_sock *sk, int ifindex);
 /* 0 when deleted or already absent. */
 int cw_link_del(struct nl_sock *sk, const char *name);
+int cw_link_del_ifindex(struct nl_sock *sk, int ifindex);
+int cw_link_set_down(struct nl_sock *sk, int ifindex);
+/*
+ * Delete a link by ifindex from a detached process and return at once: the
+ * kernel's unregister of a veth takes 15-30 ms of RCU grace periods that the
+ * caller need not wait for.  By ifindex, never by name, so a link re-created
+ * under the same name in the meantime is never touched.
+ */
+int cw_link_del_ifindex_detached(int ifindex);
 
 int cw_addr4_add(struct nl_sock *sk, int ifindex, struct in_addr addr, uint8_t prefixlen);
 bool cw_addr4_present(struct nl_sock *sk, int ifindex, struct in_addr addr, uint8_t prefixlen);

@@ -2,6 +2,7 @@
 #ifndef CAUSEWAY_UTIL_H
 #define CAUSEWAY_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -12,8 +13,9 @@ void cw_close(int fd);
 int cw_mkdir_p(const char *path, mode_t mode);
 /* Read a whole file (NUL-terminated); *out is the caller's. */
 int cw_read_file(const char *path, char **out, size_t *len);
-/* Write via a temporary file, fsync and rename: readers see old or new. */
-int cw_write_file_atomic(const char *path, const char *data, size_t len);
+/* Write via a temporary file and rename: readers see old or new, never
+ * half.  @durable adds an fsync for state that must outlive a crash. */
+int cw_write_file_atomic(const char *path, const char *data, size_t len, bool durable);
 /* Read all of a file descriptor (NUL-terminated), up to @max bytes. */
 int cw_read_fd(int fd, size_t max, char **out, size_t *len);
 int cw_write_sysctl(const char *path, const char *value);
