@@ -42,7 +42,7 @@ TOOLS := $(patsubst test/tools/%.c,$(BUILD)/tools/%,$(wildcard test/tools/*.c))
 UNIT_TESTS := $(patsubst test/unit/%.c,$(BUILD)/test/%,$(wildcard test/unit/test_*.c))
 BPF_TESTS := $(patsubst test/bpf/%.c,$(BUILD)/test/%,$(wildcard test/bpf/test_*.c))
 
-GO_ENV := GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(CURDIR)/$(BUILD)/gocache GOFLAGS=
+GO_ENV := GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(abspath $(BUILD))/gocache GOFLAGS=
 
 all: $(BUILD)/causeway $(BUILD)/causeway-helper $(BUILD)/cnirunner $(TOOLS)
 
@@ -68,7 +68,7 @@ $(BUILD)/causeway-helper: $(HELPER_OBJS) $(BUILD)/libcauseway.a
 
 $(BUILD)/cnirunner: $(wildcard test/cnirunner/*.go)
 	@mkdir -p $(@D)
-	cd test/cnirunner && $(GO_ENV) go build -o $(CURDIR)/$@ .
+	cd test/cnirunner && $(GO_ENV) go build -o $(abspath $@) .
 
 $(BUILD)/tools/%: test/tools/%.c
 	@mkdir -p $(@D)

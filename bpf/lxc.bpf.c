@@ -10,6 +10,11 @@
  * everything else goes up the host stack.  Redirecting to the veth's egress
  * (not bpf_redirect_peer) keeps to_container on the path of every packet a
  * pod receives, which is where ingress policy will sit.
+ *
+ * A flow the host stack forwarded between two local pods may carry NAT
+ * (hostPort, kube-proxy ClusterIP): its replies must go back through the
+ * stack so conntrack can undo it.  to_container learns such flows from
+ * packets that reach a pod without from_container's redirect mark.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -63,6 +68,17 @@ static __always_inline int handle_ipv4_from_container(struct __sk_buff *skb)
 	if (ip->ttl <= 1)
 		return cw_drop(skb, -CW_DROP_TTL_EXCEEDED, CW_DIR_EGRESS);
 
+	{
+		struct cw_flow_key t = {};
+
+		if (cw_ipv4_tuple(skb, ip, &t) < 0)
+			return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
+		if (bpf_map_lookup_elem(&cw_stack_flows, &t)) {
+			cw_count(skb, CW_REASON_FORWARDED, CW_DIR_EGRESS);
+			return TC_ACT_OK;
+		}
+	}
+
 	/* Copy out before skb helpers invalidate packet and map pointers. */
 	ifindex = dst->ifindex;
 	cw_mac_copy(dst_pod_mac, dst->pod_mac);
@@ -75,6 +91,7 @@ static __always_inline int handle_ipv4_from_container(struct __sk_buff *skb)
 	    bpf_skb_store_bytes(skb, ETH_ALEN, dst_host_mac, ETH_ALEN, 0) < 0)
 		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
 
+	skb->mark |= CW_MARK_REDIRECTED;
 	cw_count(skb, CW_REASON_FORWARDED, CW_DIR_EGRESS);
 	return bpf_redirect(ifindex, 0);
 }
@@ -118,9 +135,28 @@ int to_container(struct __sk_buff *skb)
 
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = data + ETH_HLEN;
+		struct cw_endpoint_key src = {};
+		struct cw_flow_key t = {}, reply;
+		__u8 one = 1;
 
 		if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
 			return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_INGRESS);
+		if (skb->mark & CW_MARK_REDIRECTED) {
+			skb->mark &= ~CW_MARK_REDIRECTED;
+		} else {
+			/* From a local pod, yet not redirected: the stack forwarded it. */
+			src.ip4 = ip->saddr;
+			if (bpf_map_lookup_elem(&cw_endpoints, &src) &&
+			    cw_ipv4_tuple(skb, ip, &t) == 0) {
+				reply.saddr = t.daddr;
+				reply.daddr = t.saddr;
+				reply.sport = t.dport;
+				reply.dport = t.sport;
+				reply.proto = t.proto;
+				reply.pad[0] = reply.pad[1] = reply.pad[2] = 0;
+				bpf_map_update_elem(&cw_stack_flows, &reply, &one, BPF_ANY);
+			}
+		}
 	}
 	cw_count(skb, CW_REASON_FORWARDED, CW_DIR_INGRESS);
 	return TC_ACT_OK;

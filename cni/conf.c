@@ -28,6 +28,20 @@ bool cw_cni_version_parse(const char *s, enum cw_cni_version *out)
 	return false;
 }
 
+const char *cw_conf_peek_version(const char *buf, size_t len, char *out, size_t outlen)
+{
+	cJSON *root = cJSON_ParseWithLength(buf, len);
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "cniVersion");
+	const char *ret = NULL;
+
+	if (cJSON_IsString(v) && strlen(v->valuestring) < outlen) {
+		strcpy(out, v->valuestring);
+		ret = out;
+	}
+	cJSON_Delete(root);
+	return ret;
+}
+
 /* Network names: SPEC.md "Configuration format", name. */
 static bool valid_network_name(const char *s)
 {

@@ -51,6 +51,8 @@ void cw_conf_free(struct cw_conf *conf);
 char *cw_conf_dump(const struct cw_conf *conf);
 
 bool cw_cni_version_parse(const char *s, enum cw_cni_version *out);
+/* The config's cniVersion string, even from an invalid config; NULL if none. */
+const char *cw_conf_peek_version(const char *buf, size_t len, char *out, size_t outlen);
 bool cw_conf_has_attachment(const struct cw_conf *conf, const char *container_id,
 			    const char *ifname);
 

@@ -46,8 +46,10 @@ static void report_failure(const char *type, const char *command, const char *ou
 	cJSON_Delete(o);
 }
 
-int cw_delegate(const struct cw_conf *conf, const struct cw_args *args, const char *command,
-		struct cw_result *result, struct cw_error *err)
+/* Run the IPAM plugin with @stdin_buf; its stdout lands in *out. */
+static int run_plugin(const struct cw_conf *conf, const struct cw_args *args, const char *command,
+		      const char *stdin_buf, size_t stdin_len, char **stdout_buf, size_t *out_len,
+		      struct cw_error *err)
 {
 	int in[2] = { -1, -1 }, out[2] = { -1, -1 }, status = 0, rc = -1;
 	char path[PATH_MAX], *buf = NULL;
@@ -79,8 +81,8 @@ int cw_delegate(const struct cw_conf *conf, const struct cw_args *args, const ch
 	in[0] = -1;
 	close(out[1]);
 	out[1] = -1;
-	while (off < conf->raw_len) {
-		ssize_t w = write(in[1], conf->raw + off, conf->raw_len - off);
+	while (off < stdin_len) {
+		ssize_t w = write(in[1], stdin_buf + off, stdin_len - off);
 
 		if (w < 0 && errno == EINTR)
 			continue;
@@ -98,13 +100,9 @@ int cw_delegate(const struct cw_conf *conf, const struct cw_args *args, const ch
 		report_failure(conf->ipam_type, command, buf ? buf : "", status, err);
 		goto cleanup;
 	}
-	if (result) {
-		if (!buf || cw_result_parse(buf, len, result, err) < 0) {
-			cw_error_set(err, CW_ERR_IPAM_PLUGIN, "IPAM plugin %s returned no usable result",
-				     conf->ipam_type);
-			goto cleanup;
-		}
-	}
+	*stdout_buf = buf;
+	*out_len = len;
+	buf = NULL;
 	rc = 0;
 cleanup:
 	cw_close(in[0]);
@@ -112,5 +110,94 @@ cleanup:
 	cw_close(out[0]);
 	cw_close(out[1]);
 	free(buf);
+	return rc;
+}
+
+int cw_delegate(const struct cw_conf *conf, const struct cw_args *args, const char *command,
+		struct cw_result *result, struct cw_error *err)
+{
+	char *out = NULL;
+	size_t len = 0;
+	int rc;
+
+	rc = run_plugin(conf, args, command, conf->raw, conf->raw_len, &out, &len, err);
+	if (rc == 0 && result && (!out || cw_result_parse(out, len, result, err) < 0)) {
+		cw_error_set(err, CW_ERR_IPAM_PLUGIN, "IPAM plugin %s returned no usable result",
+			     conf->ipam_type);
+		rc = -1;
+	}
+	free(out);
+	return rc;
+}
+
+/* The newest version both we and the IPAM plugin speak, from its VERSION. */
+static int ipam_best_version(const struct cw_conf *conf, const struct cw_args *args, char *best,
+			     size_t len, struct cw_error *err)
+{
+	static const char *const ours[] = { "1.1.0", "1.0.0", "0.4.0", "0.3.1" };
+	char in[64], *out = NULL;
+	size_t out_len = 0;
+	cJSON *o = NULL;
+	const cJSON *list, *it;
+	int rc = -1;
+
+	snprintf(in, sizeof(in), "{\"cniVersion\":\"%s\"}", conf->cni_version);
+	if (run_plugin(conf, args, "VERSION", in, strlen(in), &out, &out_len, err) < 0)
+		return -1;
+	o = cJSON_ParseWithLength(out, out_len);
+	list = cJSON_GetObjectItemCaseSensitive(o, "supportedVersions");
+	for (size_t i = 0; rc && i < sizeof(ours) / sizeof(ours[0]); i++) {
+		cJSON_ArrayForEach(it, list) {
+			if (cJSON_IsString(it) && strcmp(it->valuestring, ours[i]) == 0) {
+				snprintf(best, len, "%s", ours[i]);
+				rc = 0;
+				break;
+			}
+		}
+	}
+	if (rc)
+		cw_error_set(err, CW_ERR_IPAM_PLUGIN, "IPAM plugin %s shares no CNI version with us",
+			     conf->ipam_type);
+	cJSON_Delete(o);
+	free(out);
+	return rc;
+}
+
+int cw_delegate_gc(const struct cw_conf *conf, const struct cw_args *args,
+		   const struct cw_attachment *stale, size_t n_stale, struct cw_error *err)
+{
+	char best[16], *doc = NULL, *out = NULL;
+	cJSON *o = NULL;
+	size_t out_len;
+	int rc = 0;
+
+	if (ipam_best_version(conf, args, best, sizeof(best), err) < 0)
+		return -1;
+	if (strcmp(best, "1.1.0") == 0)
+		return cw_delegate(conf, args, "GC", NULL, err);
+
+	/*
+	 * The plugin predates GC (host-local from Debian's plugins 1.1 does):
+	 * what GC would free is exactly what a DEL of each collected
+	 * attachment frees, so send those, in a version it speaks.
+	 */
+	o = cJSON_ParseWithLength(conf->raw, conf->raw_len);
+	if (!o)
+		return cw_error_set(err, CW_ERR_IO, "GC: cannot re-read the config");
+	cJSON_DeleteItemFromObjectCaseSensitive(o, "cni.dev/valid-attachments");
+	cJSON_DeleteItemFromObjectCaseSensitive(o, "cni.dev/attachments");
+	cJSON_ReplaceItemInObjectCaseSensitive(o, "cniVersion", cJSON_CreateString(best));
+	doc = cJSON_PrintUnformatted(o);
+	for (size_t i = 0; doc && i < n_stale; i++) {
+		setenv("CNI_CONTAINERID", stale[i].container_id, 1);
+		setenv("CNI_IFNAME", stale[i].ifname, 1);
+		setenv("CNI_NETNS", "", 1);
+		if (run_plugin(conf, args, "DEL", doc, strlen(doc), &out, &out_len, err) < 0)
+			rc = -1;
+		free(out);
+		out = NULL;
+	}
+	cJSON_Delete(o);
+	free(doc);
 	return rc;
 }

@@ -16,4 +16,11 @@
 int cw_delegate(const struct cw_conf *conf, const struct cw_args *args, const char *command,
 		struct cw_result *result, struct cw_error *err);
 
+/*
+ * GC for the delegated IPAM: forwarded as GC when the plugin speaks 1.1.0,
+ * otherwise as a DEL of each collected attachment.
+ */
+int cw_delegate_gc(const struct cw_conf *conf, const struct cw_args *args,
+		   const struct cw_attachment *stale, size_t n_stale, struct cw_error *err);
+
 #endif

@@ -119,7 +119,7 @@ int cw_cmd_gc(struct cw_plugin *p)
 	if (p->conf->has_ipam) {
 		struct cw_error e = { 0 };
 
-		if (cw_delegate(p->conf, &p->args, "GC", NULL, &e) < 0) {
+		if (cw_delegate_gc(p->conf, &p->args, g.stale, g.n_stale, &e) < 0) {
 			g.errors++;
 			if (!p->err.code)
 				p->err = e;

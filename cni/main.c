@@ -108,7 +108,10 @@ int main(int argc, char **argv)
 		goto cleanup;
 	}
 	if (cw_conf_parse(buf, len, &p.conf, &p.err) < 0) {
-		rc = fail(&p, NULL);
+		char version[16];
+
+		/* SPEC.md "Error": cniVersion is the one the config gave. */
+		rc = fail(&p, cw_conf_peek_version(buf, len, version, sizeof(version)));
 		goto cleanup;
 	}
 	cw_log_set_level(p.conf->log_level);

@@ -25,7 +25,7 @@
 #pragma GCC diagnostic pop
 
 static const char *const prog_pins[] = { CW_PIN_FROM_CONTAINER, CW_PIN_TO_CONTAINER };
-static const char *const map_pins[] = { CW_MAP_ENDPOINTS, CW_MAP_METRICS };
+static const char *const map_pins[] = { CW_MAP_ENDPOINTS, CW_MAP_METRICS, CW_MAP_STACK_FLOWS };
 
 static bool on_bpffs(const char *path)
 {

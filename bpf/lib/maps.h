@@ -29,4 +29,12 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cw_metrics SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, CW_MAX_STACK_FLOWS);
+	__type(key, struct cw_flow_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cw_stack_flows SEC(".maps");
+
 #endif

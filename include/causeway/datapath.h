@@ -18,6 +18,7 @@
 #define CW_PIN_TO_CONTAINER   "to_container"
 #define CW_MAP_ENDPOINTS      "cw_endpoints"
 #define CW_MAP_METRICS        "cw_metrics"
+#define CW_MAP_STACK_FLOWS    "cw_stack_flows"
 
 #define CW_DEFAULT_BPF_ROOT  "/sys/fs/bpf/causeway"
 #define CW_DEFAULT_STATE_DIR "/var/lib/causeway"
@@ -95,9 +96,35 @@ struct cw_metrics_value {
 
 #define CW_MAX_METRICS 512
 
+/*
+ * Flows between local pods that the host stack forwarded (and so possibly
+ * NATed: a hostPort, a kube-proxy ClusterIP).  Keyed by the tuple of the
+ * *reply* as the replying pod sends it, so from_container hands replies back
+ * to the stack, whose conntrack undoes the NAT, instead of redirecting them
+ * straight to the client.  LRU: an idle flow ages out.
+ */
+struct cw_flow_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;  /* 0 for protocols without ports */
+	__be16 dport;
+	__u8   proto;
+	__u8   pad[3];
+};
+
+#define CW_MAX_STACK_FLOWS 65536
+
+/*
+ * skb->mark bit set by from_container on packets it redirects, so
+ * to_container can tell them from packets the host stack forwarded.  Chosen
+ * clear of kube-proxy's 0x4000/0x8000 and Cilium's 0x0f00 ranges.
+ */
+#define CW_MARK_REDIRECTED 0x00200000
+
 _Static_assert(sizeof(struct cw_endpoint_key) == 4, "cw_endpoint_key layout");
 _Static_assert(sizeof(struct cw_endpoint_info) == 24, "cw_endpoint_info layout");
 _Static_assert(sizeof(struct cw_metrics_key) == 4, "cw_metrics_key layout");
 _Static_assert(sizeof(struct cw_metrics_value) == 16, "cw_metrics_value layout");
+_Static_assert(sizeof(struct cw_flow_key) == 16, "cw_flow_key layout");
 
 #endif /* CAUSEWAY_DATAPATH_H */
