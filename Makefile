@@ -89,7 +89,7 @@ $(BUILD)/conf-dump: test/golden/conf_dump.c $(CNI_LIB_OBJS) $(BUILD)/libcauseway
 	$(CC) $(CFLAGS) -Icni $(LDFLAGS) -o $@ $< $(CNI_LIB_OBJS) $(BUILD)/libcauseway.a $(LDLIBS)
 
 # libFuzzer needs clang; the harness includes the parser's .c directly.
-$(BUILD)/fuzz_conf: test/fuzz/fuzz_conf.c cni/conf.c cni/args.c cni/error.c lib/addr.c lib/log.c
+$(BUILD)/fuzz_conf: test/fuzz/fuzz_conf.c cni/conf.c cni/args.c cni/error.c cni/result.c lib/addr.c lib/log.c
 	@mkdir -p $(@D)
 	$(CLANG) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	  -Iinclude -Icni $(PKG_CFLAGS) -o $@ test/fuzz/fuzz_conf.c $(PKG_LIBS) -lm

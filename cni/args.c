@@ -26,7 +26,8 @@ bool cw_valid_ifname(const char *s)
 	if (n == 0 || n > 15 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
 		return false;
 	for (; *s; s++) {
-		if (*s == '/' || *s == ':' || *s == ' ' || *s == '\t' || *s == '\n')
+		/* the kernel's dev_valid_name(): no '/', ':' or isspace() */
+		if (*s == '/' || *s == ':' || *s == ' ' || (*s >= '\t' && *s <= '\r'))
 			return false;
 	}
 	return true;

@@ -162,10 +162,14 @@ static int parse_fields(struct cw_conf *c, const cJSON *root, struct cw_error *e
 
 	v = cJSON_GetObjectItemCaseSensitive(root, "mtu");
 	if (v && !cJSON_IsNull(v)) {
-		if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
-		    v->valuedouble < 68 || v->valuedouble > 65535)
+		if (!cJSON_IsNumber(v))
 			return cw_error_set(err, CW_ERR_INVALID_CONFIG,
 					    "config field \"mtu\" must be an integer from 68 to 65535");
+		if (v->valuedouble != floor(v->valuedouble) || v->valuedouble < 68 ||
+		    v->valuedouble > 65535)
+			return cw_error_set(err, CW_ERR_INVALID_CONFIG,
+					    "config field \"mtu\": %.17g is not an integer from 68 to 65535",
+					    v->valuedouble);
 		c->mtu = (unsigned int)v->valuedouble;
 	}
 
@@ -194,8 +198,10 @@ static int parse_fields(struct cw_conf *c, const cJSON *root, struct cw_error *e
 	if (ipam && !cJSON_IsNull(ipam)) {
 		if (!cJSON_IsObject(ipam))
 			return cw_error_set(err, CW_ERR_INVALID_CONFIG, "config field \"ipam\" must be an object");
-		if ((r = opt_string(ipam, "type", c->ipam_type, sizeof(c->ipam_type), err)) < 0)
+		if ((r = opt_string(ipam, "type", c->ipam_type, sizeof(c->ipam_type), err)) < 0) {
+			snprintf(err->msg, sizeof(err->msg), "config field \"ipam.type\" must be a string");
 			return r;
+		}
 		if (r) {
 			if (!c->ipam_type[0] || strchr(c->ipam_type, '/') || strcmp(c->ipam_type, ".") == 0 ||
 			    strcmp(c->ipam_type, "..") == 0)
@@ -216,10 +222,10 @@ static int parse_fields(struct cw_conf *c, const cJSON *root, struct cw_error *e
 
 	/* SPEC.md GC: cni.dev/valid-attachments, formerly cni.dev/attachments */
 	v = cJSON_GetObjectItemCaseSensitive(root, "cni.dev/valid-attachments");
-	if (v)
+	if (v && !cJSON_IsNull(v))
 		return parse_attachments(c, v, "cni.dev/valid-attachments", err);
 	v = cJSON_GetObjectItemCaseSensitive(root, "cni.dev/attachments");
-	if (v)
+	if (v && !cJSON_IsNull(v))
 		return parse_attachments(c, v, "cni.dev/attachments", err);
 	return 0;
 }
@@ -295,7 +301,9 @@ char *cw_conf_dump(const struct cw_conf *c)
 {
 	static const char *const lv[] = { "debug", "info", "warn", "error" };
 	char cidr[24] = "", ip[16];
-	size_t cap = 4096 + c->n_valid * 300, off;
+	/* sized from what it prints: the paths alone may be 4 KiB each */
+	size_t cap = 512 + strlen(c->bpf_root) + strlen(c->state_dir) + strlen(c->log_file) +
+		     strlen(c->name) + strlen(c->type) + strlen(c->ipam_type) + c->n_valid * 300, off;
 	char *s = malloc(cap);
 
 	if (!s)

@@ -84,17 +84,30 @@ void cw_mac_str(const uint8_t mac[6], char buf[18])
 		 mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
 }
 
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Exactly "xx:xx:xx:xx:xx:xx" in hex digits (sscanf's %x would take signs). */
 bool cw_mac_parse(const char *s, uint8_t mac[6])
 {
-	unsigned int b[6];
-	char tail;
-
-	if (!s || sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c",
-			 &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &tail) != 6)
+	if (!s || strlen(s) != 17)
 		return false;
-	for (int i = 0; i < 6; i++)
-		mac[i] = (uint8_t)b[i];
-	return strlen(s) == 17;
+	for (int i = 0; i < 6; i++) {
+		int hi = hexval(s[3 * i]), lo = hexval(s[3 * i + 1]);
+
+		if (hi < 0 || lo < 0 || (i < 5 && s[3 * i + 2] != ':'))
+			return false;
+		mac[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return true;
 }
 
 int cw_mac_random(uint8_t mac[6])

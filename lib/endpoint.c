@@ -72,13 +72,14 @@ int cw_endpoint_parse(const char *buf, size_t len, struct cw_endpoint_state *out
 		goto cleanup;
 	}
 	v = cJSON_GetObjectItemCaseSensitive(o, "hostIfindex");
-	if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > INT_MAX) {
+	if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > INT_MAX ||
+	    v->valuedouble != (double)(int)v->valuedouble) {
 		snprintf(err, errlen, "field \"hostIfindex\" must be a positive integer");
 		goto cleanup;
 	}
 	out->host_ifindex = v->valueint;
 	v = cJSON_GetObjectItemCaseSensitive(o, "mtu");
-	out->mtu = cJSON_IsNumber(v) && v->valuedouble > 0 && v->valuedouble < 65536 ?
+	out->mtu = cJSON_IsNumber(v) && v->valuedouble >= 68 && v->valuedouble < 65536 ?
 		   (unsigned int)v->valuedouble : 1500;
 	out->ipam_delegated = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "ipamDelegated"));
 	rc = 0;

@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * STYLE.md practice 5: every struct BPF and user space share has one layout.
+ * Checks the layout gcc gives include/causeway/datapath.h against the numbers
+ * written here, and against the BTF clang -target bpf put in the object (what
+ * the programs were compiled with), member by member; and that the maps the
+ * object declares use those structs.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <linux/btf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <cmocka.h>
+
+#include <causeway/datapath.h>
+#include <causeway/dp.h>
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wcast-qual"
+#include "lxc.skel.h"
+#pragma GCC diagnostic pop
+
+#define MEMBER(type, m) { #m, offsetof(struct type, m), sizeof(((struct type *)0)->m) }
+
+struct member {
+	const char *name;
+	size_t offset, size;
+};
+
+struct layout {
+	const char *name;
+	size_t size, expect_size;
+	struct member members[8];
+	size_t n_members;
+};
+
+/* sizeof/offsetof as gcc sees them, and the sizes the header promises */
+static const struct layout layouts[] = {
+	{ "cw_endpoint_key", sizeof(struct cw_endpoint_key), 4,
+	  { MEMBER(cw_endpoint_key, ip4) }, 1 },
+	{ "cw_endpoint_info", sizeof(struct cw_endpoint_info), 24,
+	  { MEMBER(cw_endpoint_info, ifindex), MEMBER(cw_endpoint_info, identity),
+	    MEMBER(cw_endpoint_info, ep_id), MEMBER(cw_endpoint_info, flags),
+	    MEMBER(cw_endpoint_info, pod_mac), MEMBER(cw_endpoint_info, host_mac) }, 6 },
+	{ "cw_metrics_key", sizeof(struct cw_metrics_key), 4,
+	  { MEMBER(cw_metrics_key, reason), MEMBER(cw_metrics_key, dir), MEMBER(cw_metrics_key, pad) }, 3 },
+	{ "cw_metrics_value", sizeof(struct cw_metrics_value), 16,
+	  { MEMBER(cw_metrics_value, packets), MEMBER(cw_metrics_value, bytes) }, 2 },
+	{ "cw_flow_key", sizeof(struct cw_flow_key), 16,
+	  { MEMBER(cw_flow_key, saddr), MEMBER(cw_flow_key, daddr), MEMBER(cw_flow_key, sport),
+	    MEMBER(cw_flow_key, dport), MEMBER(cw_flow_key, proto), MEMBER(cw_flow_key, pad) }, 6 },
+};
+
+/* Explicit offsets: a reordering that keeps the size must fail too. */
+static void test_user_space_offsets(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(layouts) / sizeof(layouts[0]); i++)
+		assert_int_equal(layouts[i].size, layouts[i].expect_size);
+	assert_int_equal(offsetof(struct cw_endpoint_info, ifindex), 0);
+	assert_int_equal(offsetof(struct cw_endpoint_info, identity), 4);
+	assert_int_equal(offsetof(struct cw_endpoint_info, ep_id), 8);
+	assert_int_equal(offsetof(struct cw_endpoint_info, flags), 10);
+	assert_int_equal(offsetof(struct cw_endpoint_info, pod_mac), 12);
+	assert_int_equal(offsetof(struct cw_endpoint_info, host_mac), 18);
+	assert_int_equal(offsetof(struct cw_metrics_key, reason), 0);
+	assert_int_equal(offsetof(struct cw_metrics_key, dir), 1);
+	assert_int_equal(offsetof(struct cw_metrics_key, pad), 2);
+	assert_int_equal(offsetof(struct cw_metrics_value, bytes), 8);
+	assert_int_equal(offsetof(struct cw_flow_key, daddr), 4);
+	assert_int_equal(offsetof(struct cw_flow_key, sport), 8);
+	assert_int_equal(offsetof(struct cw_flow_key, dport), 10);
+	assert_int_equal(offsetof(struct cw_flow_key, proto), 12);
+	assert_int_equal(offsetof(struct cw_flow_key, pad), 13);
+}
+
+static int open_obj(void **state)
+{
+	struct lxc *skel = lxc__open();
+
+	/* opening parses the ELF and its BTF; nothing is loaded or pinned */
+	if (!skel)
+		return -1;
+	*state = skel;
+	return 0;
+}
+
+static int close_obj(void **state)
+{
+	lxc__destroy(*state);
+	return 0;
+}
+
+static void test_btf_matches(void **state)
+{
+	struct lxc *skel = *state;
+	struct btf *btf = bpf_object__btf(skel->obj);
+
+	assert_non_null(btf);
+	for (size_t i = 0; i < sizeof(layouts) / sizeof(layouts[0]); i++) {
+		const struct layout *l = &layouts[i];
+		__s32 id = btf__find_by_name_kind(btf, l->name, BTF_KIND_STRUCT);
+		const struct btf_type *tp;
+		const struct btf_member *m;
+
+		if (id <= 0)
+			fail_msg("struct %s is not in the object's BTF", l->name);
+		tp = btf__type_by_id(btf, (__u32)id);
+		if (tp->size != l->size)
+			fail_msg("struct %s: BPF size %u, user space %zu", l->name, tp->size, l->size);
+		if (btf_vlen(tp) != l->n_members)
+			fail_msg("struct %s: BPF has %u members, user space %zu", l->name, btf_vlen(tp),
+				 l->n_members);
+		m = btf_members(tp);
+		for (size_t k = 0; k < l->n_members; k++, m++) {
+			const char *name = btf__name_by_offset(btf, m->name_off);
+			__u32 bit_off = btf_member_bit_offset(tp, (__u32)k);
+			__s64 size = btf__resolve_size(btf, m->type);
+
+			if (strcmp(name, l->members[k].name) != 0)
+				fail_msg("struct %s member %zu: BPF \"%s\", user space \"%s\"", l->name, k,
+					 name, l->members[k].name);
+			if (bit_off % 8 || bit_off / 8 != l->members[k].offset)
+				fail_msg("%s.%s: BPF offset %u bits, user space %zu bytes", l->name, name,
+					 bit_off, l->members[k].offset);
+			if (size < 0 || (size_t)size != l->members[k].size)
+				fail_msg("%s.%s: BPF size %lld, user space %zu", l->name, name,
+					 (long long)size, l->members[k].size);
+		}
+	}
+}
+
+/* The maps carry the structs the header names, with the header's limits. */
+static void test_maps(void **state)
+{
+	struct lxc *skel = *state;
+
+	assert_string_equal(bpf_map__name(skel->maps.cw_endpoints), CW_MAP_ENDPOINTS);
+	assert_int_equal(bpf_map__type(skel->maps.cw_endpoints), BPF_MAP_TYPE_HASH);
+	assert_int_equal(bpf_map__key_size(skel->maps.cw_endpoints), sizeof(struct cw_endpoint_key));
+	assert_int_equal(bpf_map__value_size(skel->maps.cw_endpoints), sizeof(struct cw_endpoint_info));
+	assert_int_equal(bpf_map__max_entries(skel->maps.cw_endpoints), CW_MAX_ENDPOINTS);
+
+	assert_string_equal(bpf_map__name(skel->maps.cw_metrics), CW_MAP_METRICS);
+	assert_int_equal(bpf_map__type(skel->maps.cw_metrics), BPF_MAP_TYPE_PERCPU_HASH);
+	assert_int_equal(bpf_map__key_size(skel->maps.cw_metrics), sizeof(struct cw_metrics_key));
+	assert_int_equal(bpf_map__value_size(skel->maps.cw_metrics), sizeof(struct cw_metrics_value));
+	assert_int_equal(bpf_map__max_entries(skel->maps.cw_metrics), CW_MAX_METRICS);
+
+	assert_string_equal(bpf_map__name(skel->maps.cw_stack_flows), CW_MAP_STACK_FLOWS);
+	assert_int_equal(bpf_map__type(skel->maps.cw_stack_flows), BPF_MAP_TYPE_LRU_HASH);
+	assert_int_equal(bpf_map__key_size(skel->maps.cw_stack_flows), sizeof(struct cw_flow_key));
+	assert_int_equal(bpf_map__max_entries(skel->maps.cw_stack_flows), CW_MAX_STACK_FLOWS);
+
+	/* pinned by name: the pin names user space opens are the map names */
+	assert_int_equal(bpf_map__pin_path(skel->maps.cw_endpoints) != NULL, 1);
+	assert_string_equal(bpf_program__name(skel->progs.from_container), CW_PIN_FROM_CONTAINER);
+	assert_string_equal(bpf_program__name(skel->progs.to_container), CW_PIN_TO_CONTAINER);
+	assert_int_equal(bpf_program__type(skel->progs.from_container), BPF_PROG_TYPE_SCHED_CLS);
+	assert_int_equal(bpf_program__type(skel->progs.to_container), BPF_PROG_TYPE_SCHED_CLS);
+}
+
+/* Drop reasons live apart from TC_ACT_* verdicts and fit the u8 key field,
+ * and the CLI has a name for each. */
+static void test_reasons(void **state)
+{
+	const char *names[CW_DROP_MAX] = { 0 };
+
+	(void)state;
+	assert_true(CW_DROP_MIN > TC_ACT_VALUE_MAX);
+	assert_true(CW_DROP_MAX - 1 <= UINT8_MAX);
+	assert_true(CW_DROP_MAX <= CW_MAX_METRICS / 2);
+	names[0] = cw_reason_name(CW_REASON_FORWARDED);
+	assert_string_equal(names[0], "forwarded");
+	for (unsigned int r = CW_DROP_MIN; r < CW_DROP_MAX; r++) {
+		names[r] = cw_reason_name(r);
+		if (strcmp(names[r], "unknown reason") == 0)
+			fail_msg("drop reason %u has no name", r);
+		for (unsigned int q = CW_DROP_MIN; q < r; q++)
+			if (strcmp(names[q], names[r]) == 0)
+				fail_msg("drop reasons %u and %u share the name \"%s\"", q, r, names[r]);
+	}
+	assert_string_equal(cw_reason_name(CW_DROP_MAX), "unknown reason");
+	assert_string_equal(cw_reason_name(1), "unknown reason");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_user_space_offsets),
+		cmocka_unit_test_setup_teardown(test_btf_matches, open_obj, close_obj),
+		cmocka_unit_test_setup_teardown(test_maps, open_obj, close_obj),
+		cmocka_unit_test(test_reasons),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
