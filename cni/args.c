@@ -5,17 +5,31 @@
 
 #include "args.h"
 
-/* SPEC.md: CNI_CONTAINERID is alphanumeric plus underscore, period, hyphen. */
-bool cw_valid_container_id(const char *s)
+static bool is_alnum(char c)
 {
-	if (!s || !*s || strlen(s) > 200)
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+/*
+ * SPEC.md uses one rule for CNI_CONTAINERID and the network name: an
+ * alphanumeric first character, then alphanumerics, '_', '.' or '-'.
+ */
+bool cw_valid_cni_token(const char *s, size_t max)
+{
+	size_t n = 0;
+
+	if (!s || !is_alnum(*s))
 		return false;
-	for (; *s; s++) {
-		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-		      (*s >= '0' && *s <= '9') || *s == '_' || *s == '.' || *s == '-'))
+	for (; *s; s++, n++) {
+		if (!is_alnum(*s) && *s != '_' && *s != '.' && *s != '-')
 			return false;
 	}
-	return true;
+	return n <= max;
+}
+
+bool cw_valid_container_id(const char *s)
+{
+	return cw_valid_cni_token(s, 200);
 }
 
 /* Linux interface names: 1..15 bytes, no '/', ':' or whitespace, not . or .. */

@@ -4,6 +4,7 @@
 #define CW_CNI_ARGS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include "error.h"
 
 struct cw_args {
@@ -21,6 +22,7 @@ struct cw_args {
 /* Reads the environment; code 4 names the variable that is wrong. */
 int cw_args_from_env(struct cw_args *a, bool need_netns, struct cw_error *err);
 /* Pure parts, exposed for tests. */
+bool cw_valid_cni_token(const char *s, size_t max);
 bool cw_valid_container_id(const char *s);
 bool cw_valid_ifname(const char *s);
 void cw_args_parse_cni_args(struct cw_args *a, const char *cni_args);

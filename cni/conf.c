@@ -42,19 +42,6 @@ const char *cw_conf_peek_version(const char *buf, size_t len, char *out, size_t 
 	return ret;
 }
 
-/* Network names: SPEC.md "Configuration format", name. */
-static bool valid_network_name(const char *s)
-{
-	if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9')))
-		return false;
-	for (; *s; s++) {
-		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-		      (*s >= '0' && *s <= '9') || *s == '_' || *s == '.' || *s == '-'))
-			return false;
-	}
-	return true;
-}
-
 static bool valid_abs_path(const char *s, size_t max)
 {
 	return s[0] == '/' && strlen(s) < max && !strstr(s, "/../") &&
@@ -129,7 +116,7 @@ static int parse_fields(struct cw_conf *c, const cJSON *root, struct cw_error *e
 	v = cJSON_GetObjectItemCaseSensitive(root, "name");
 	if (!cJSON_IsString(v) || !v->valuestring[0])
 		return cw_error_set(err, CW_ERR_INVALID_CONFIG, "config field \"name\" is missing or not a string");
-	if (strlen(v->valuestring) >= sizeof(c->name) || !valid_network_name(v->valuestring))
+	if (!cw_valid_cni_token(v->valuestring, sizeof(c->name) - 1))
 		return cw_error_set(err, CW_ERR_INVALID_CONFIG,
 				    "config field \"name\": \"%.64s\" must be 1-127 characters of [A-Za-z0-9_.-] starting alphanumeric",
 				    v->valuestring);

@@ -46,16 +46,32 @@ static int open_dp(const struct cw_cli_opts *o, struct cw_dp **dp)
 	return err;
 }
 
+/* Print the collected JSON list (in -o json mode) and free what a listing used. */
+static void finish(const struct cw_cli_opts *o, cJSON *arr, struct cw_dp *dp)
+{
+	char *s;
+
+	if (o->json) {
+		s = cJSON_Print(arr);
+		puts(s ? s : "[]");
+		free(s);
+	}
+	cJSON_Delete(arr);
+	cw_dp_free(dp);
+}
+
 int cw_cli_endpoints(const struct cw_cli_opts *o)
 {
 	struct cw_endpoint_key key, next, *prev = NULL;
 	struct cw_endpoint_info info;
 	struct cw_dp *dp = NULL;
 	cJSON *arr = cJSON_CreateArray();
-	char ip[16], pmac[18], hmac[18], *s;
+	char ip[16], pmac[18], hmac[18];
 
-	if (open_dp(o, &dp))
+	if (open_dp(o, &dp)) {
+		cJSON_Delete(arr);
 		return 1;
+	}
 	if (!o->json)
 		printf("%-16s %-8s %-8s %-9s %-18s %s\n", "IP", "IFINDEX", "EP-ID", "IDENTITY",
 		       "POD-MAC", "HOST-MAC");
@@ -84,13 +100,7 @@ int cw_cli_endpoints(const struct cw_cli_opts *o)
 			       info.identity, pmac, hmac);
 		}
 	}
-	if (o->json) {
-		s = cJSON_Print(arr);
-		puts(s);
-		free(s);
-	}
-	cJSON_Delete(arr);
-	cw_dp_free(dp);
+	finish(o, arr, dp);
 	return 0;
 }
 
@@ -100,10 +110,11 @@ int cw_cli_metrics(const struct cw_cli_opts *o)
 	struct cw_metrics_value v;
 	struct cw_dp *dp = NULL;
 	cJSON *arr = cJSON_CreateArray();
-	char *s;
 
-	if (open_dp(o, &dp))
+	if (open_dp(o, &dp)) {
+		cJSON_Delete(arr);
 		return 1;
+	}
 	if (!o->json)
 		printf("%-10s %-24s %12s %14s\n", "DIRECTION", "REASON", "PACKETS", "BYTES");
 	while (bpf_map_get_next_key(dp->map_metrics, prev, &next) == 0) {
@@ -129,12 +140,6 @@ int cw_cli_metrics(const struct cw_cli_opts *o)
 			       (unsigned long long)v.packets, (unsigned long long)v.bytes);
 		}
 	}
-	if (o->json) {
-		s = cJSON_Print(arr);
-		puts(s);
-		free(s);
-	}
-	cJSON_Delete(arr);
-	cw_dp_free(dp);
+	finish(o, arr, dp);
 	return 0;
 }

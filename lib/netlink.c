@@ -153,7 +153,7 @@ int cw_link_ifindex(struct nl_sock *sk, const char *name, int *ifindex)
 	return cw_link_get(sk, name, ifindex, NULL, NULL, NULL);
 }
 
-int cw_link_set_up(struct nl_sock *sk, int ifindex)
+static int link_set_up_down(struct nl_sock *sk, int ifindex, bool up)
 {
 	struct rtnl_link *orig = rtnl_link_alloc(), *change = rtnl_link_alloc();
 	int err = -ENOMEM;
@@ -161,7 +161,10 @@ int cw_link_set_up(struct nl_sock *sk, int ifindex)
 	if (!orig || !change)
 		goto cleanup;
 	rtnl_link_set_ifindex(orig, ifindex);
-	rtnl_link_set_flags(change, IFF_UP);
+	if (up)
+		rtnl_link_set_flags(change, IFF_UP);
+	else
+		rtnl_link_unset_flags(change, IFF_UP);
 	err = cw_nl_errno(rtnl_link_change(sk, orig, change, 0));
 cleanup:
 	if (orig)
@@ -169,6 +172,16 @@ cleanup:
 	if (change)
 		rtnl_link_put(change);
 	return err;
+}
+
+int cw_link_set_up(struct nl_sock *sk, int ifindex)
+{
+	return link_set_up_down(sk, ifindex, true);
+}
+
+int cw_link_set_down(struct nl_sock *sk, int ifindex)
+{
+	return link_set_up_down(sk, ifindex, false);
 }
 
 int cw_link_del(struct nl_sock *sk, const char *name)
@@ -195,24 +208,6 @@ int cw_link_del_ifindex(struct nl_sock *sk, int ifindex)
 	err = cw_nl_errno(rtnl_link_delete(sk, link));
 	rtnl_link_put(link);
 	return err == -ENODEV ? 0 : err;
-}
-
-int cw_link_set_down(struct nl_sock *sk, int ifindex)
-{
-	struct rtnl_link *orig = rtnl_link_alloc(), *change = rtnl_link_alloc();
-	int err = -ENOMEM;
-
-	if (!orig || !change)
-		goto cleanup;
-	rtnl_link_set_ifindex(orig, ifindex);
-	rtnl_link_unset_flags(change, IFF_UP);
-	err = cw_nl_errno(rtnl_link_change(sk, orig, change, 0));
-cleanup:
-	if (orig)
-		rtnl_link_put(orig);
-	if (change)
-		rtnl_link_put(change);
-	return err;
 }
 
 int cw_link_del_ifindex_detached(int ifindex)
