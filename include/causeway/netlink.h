@@ -35,7 +35,7 @@ int cw_link_del(struct nl_sock *sk, const char *name);
 int cw_link_del_ifindex(struct nl_sock *sk, int ifindex);
 int cw_link_set_down(struct nl_sock *sk, int ifindex);
 /*
- * Delete a link by ifindex from a detached process and return at once: the
+ * Delete a link by ifindex from a forked child and return at once: the
  * kernel's unregister of a veth takes 15-30 ms of RCU grace periods that the
  * caller need not wait for.  By ifindex, never by name, so a link re-created
  * under the same name in the meantime is never touched.
