@@ -37,6 +37,7 @@ CNI_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(CNI_SRCS))
 CNI_LIB_OBJS := $(filter-out $(BUILD)/cni/main.o,$(CNI_OBJS))
 HELPER_SRCS := $(wildcard helper/*.c)
 HELPER_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(HELPER_SRCS))
+HELPER_LIB_OBJS := $(filter-out $(BUILD)/helper/main.o,$(HELPER_OBJS))
 
 TOOLS := $(patsubst test/tools/%.c,$(BUILD)/tools/%,$(wildcard test/tools/*.c))
 UNIT_TESTS := $(patsubst test/unit/%.c,$(BUILD)/test/%,$(wildcard test/unit/test_*.c))
@@ -74,10 +75,12 @@ $(BUILD)/tools/%: test/tools/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
 
-# Unit tests link the plugin's objects (all but main) and the shared library.
-$(BUILD)/test/%: test/unit/%.c $(CNI_LIB_OBJS) $(BUILD)/libcauseway.a
+# Unit tests link the plugin's and the helper's objects (all but the mains)
+# and the shared library.
+$(BUILD)/test/%: test/unit/%.c $(CNI_LIB_OBJS) $(HELPER_LIB_OBJS) $(BUILD)/libcauseway.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Icni $(LDFLAGS) -o $@ $< $(CNI_LIB_OBJS) $(BUILD)/libcauseway.a $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -Icni -Ihelper $(LDFLAGS) -o $@ $< $(CNI_LIB_OBJS) $(HELPER_LIB_OBJS) \
+	  $(BUILD)/libcauseway.a $(LDLIBS) -lcmocka
 
 $(BUILD)/test/%: test/bpf/%.c $(BUILD)/libcauseway.a $(BPF_SKELS)
 	@mkdir -p $(@D)

@@ -1,0 +1,429 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <curl/curl.h>
+
+#include <causeway/log.h>
+#include "kvstore.h"
+
+struct cw_kv {
+	struct cw_kv_config cfg;
+	char *strings[CW_KV_MAX_ENDPOINTS + 5]; /* owned copies behind cfg */
+	CURL *curl;
+	size_t current;          /* endpoint in use; failover moves it on */
+	char token[512];
+	char error[512];
+	int error_code;
+};
+
+struct buf {
+	char *data;
+	size_t len;
+};
+
+static size_t collect(char *ptr, size_t size, size_t n, void *arg)
+{
+	struct buf *b = arg;
+	size_t add = size * n;
+	char *nd;
+
+	if (b->len + add > (16u << 20))
+		return 0; /* a response this large is not one of ours: abort */
+	nd = realloc(b->data, b->len + add + 1);
+	if (!nd)
+		return 0;
+	memcpy(nd + b->len, ptr, add);
+	b->data = nd;
+	b->len += add;
+	b->data[b->len] = '\0';
+	return add;
+}
+
+__attribute__((format(printf, 3, 4)))
+static int set_error(struct cw_kv *kv, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(kv->error, sizeof(kv->error), fmt, ap);
+	va_end(ap);
+	pr_debug("kvstore: %s", kv->error);
+	return rc;
+}
+
+const char *cw_kv_error(const struct cw_kv *kv)
+{
+	return kv->error;
+}
+
+int cw_kv_error_code(const struct cw_kv *kv)
+{
+	return kv->error_code;
+}
+
+static const char *dup_into(struct cw_kv *kv, size_t *slot, const char *s)
+{
+	if (!s)
+		return NULL;
+	kv->strings[*slot] = strdup(s);
+	return kv->strings[(*slot)++];
+}
+
+int cw_kv_new(const struct cw_kv_config *cfg, struct cw_kv **out)
+{
+	struct cw_kv *kv;
+	size_t slot = 0;
+
+	if (cfg->n_endpoints == 0 || cfg->n_endpoints > CW_KV_MAX_ENDPOINTS)
+		return -EINVAL;
+	kv = calloc(1, sizeof(*kv));
+	if (!kv)
+		return -ENOMEM;
+	kv->cfg.n_endpoints = cfg->n_endpoints;
+	for (size_t i = 0; i < cfg->n_endpoints; i++)
+		kv->cfg.endpoints[i] = dup_into(kv, &slot, cfg->endpoints[i]);
+	kv->cfg.ca_file = dup_into(kv, &slot, cfg->ca_file);
+	kv->cfg.cert_file = dup_into(kv, &slot, cfg->cert_file);
+	kv->cfg.key_file = dup_into(kv, &slot, cfg->key_file);
+	kv->cfg.username = dup_into(kv, &slot, cfg->username);
+	kv->cfg.password = dup_into(kv, &slot, cfg->password);
+	kv->cfg.timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 5000;
+	kv->curl = curl_easy_init();
+	if (!kv->curl) {
+		cw_kv_free(kv);
+		return -ENOMEM;
+	}
+	*out = kv;
+	return 0;
+}
+
+void cw_kv_free(struct cw_kv *kv)
+{
+	if (!kv)
+		return;
+	if (kv->curl)
+		curl_easy_cleanup(kv->curl);
+	for (size_t i = 0; i < sizeof(kv->strings) / sizeof(kv->strings[0]); i++)
+		free(kv->strings[i]);
+	free(kv);
+}
+
+/*
+ * One POST to one endpoint.  Returns 0 with the body for HTTP 200, -EPROTO
+ * with the body for an HTTP error (an etcd error document), -EHOSTUNREACH
+ * for a transport failure (try the next endpoint).
+ */
+static int post_once(struct cw_kv *kv, const char *endpoint, const char *path, const char *body,
+		     struct buf *resp)
+{
+	char url[512], auth[600];
+	struct curl_slist *hdrs = NULL;
+	long status = 0;
+	CURLcode cc;
+	CURL *c = kv->curl;
+
+	snprintf(url, sizeof(url), "%s%s", endpoint, path);
+	curl_easy_reset(c);
+	hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+	if (kv->token[0] && strcmp(path, "/v3/auth/authenticate") != 0) {
+		/* the gateway takes the bare token, no "Bearer" scheme */
+		snprintf(auth, sizeof(auth), "Authorization: %s", kv->token);
+		hdrs = curl_slist_append(hdrs, auth);
+	}
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, resp);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, kv->cfg.timeout_ms);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, kv->cfg.timeout_ms);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	if (kv->cfg.ca_file)
+		curl_easy_setopt(c, CURLOPT_CAINFO, kv->cfg.ca_file);
+	if (kv->cfg.cert_file)
+		curl_easy_setopt(c, CURLOPT_SSLCERT, kv->cfg.cert_file);
+	if (kv->cfg.key_file)
+		curl_easy_setopt(c, CURLOPT_SSLKEY, kv->cfg.key_file);
+	cc = curl_easy_perform(c);
+	curl_slist_free_all(hdrs);
+	if (cc != CURLE_OK)
+		return set_error(kv, -EHOSTUNREACH, "%s: %s", endpoint, curl_easy_strerror(cc));
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	return status == 200 ? 0 : -EPROTO;
+}
+
+static int authenticate(struct cw_kv *kv, const char *endpoint)
+{
+	char *body = cw_kvp_auth_req(kv->cfg.username, kv->cfg.password), err[256];
+	struct buf resp = { 0 };
+	struct cw_kv_error e;
+	int rc;
+
+	if (!body)
+		return -ENOMEM;
+	kv->token[0] = '\0';
+	rc = post_once(kv, endpoint, "/v3/auth/authenticate", body, &resp);
+	free(body);
+	if (rc == -EPROTO && resp.data && cw_kvp_parse_error(resp.data, resp.len, &e)) {
+		kv->error_code = e.code;
+		rc = set_error(kv, -EACCES, "%s: authentication as %s refused: %s", endpoint,
+			       kv->cfg.username, e.message);
+	} else if (rc == 0 &&
+		   cw_kvp_parse_auth(resp.data, resp.len, kv->token, sizeof(kv->token), err, sizeof(err))) {
+		rc = set_error(kv, -EPROTO, "%s: %s", endpoint, err);
+	}
+	free(resp.data);
+	return rc;
+}
+
+static bool token_rejected(const struct cw_kv_error *e)
+{
+	return e->code == CW_GRPC_UNAUTHENTICATED || strstr(e->message, "invalid auth token") ||
+	       strstr(e->message, "user name is empty");
+}
+
+/*
+ * POST @body to @path on the current endpoint, failing over to the next on a
+ * transport error, authenticating first and again when the token is refused
+ * (simple tokens expire after --auth-token-ttl of idleness).
+ */
+static int call(struct cw_kv *kv, const char *path, const char *body, struct buf *resp)
+{
+	size_t n = kv->cfg.n_endpoints;
+	int rc = -EHOSTUNREACH;
+
+	kv->error_code = 0;
+	for (size_t attempt = 0; attempt < n; attempt++) {
+		const char *ep = kv->cfg.endpoints[kv->current];
+		bool reauthed = false;
+		struct cw_kv_error e;
+
+		if (kv->cfg.username && !kv->token[0]) {
+			rc = authenticate(kv, ep);
+			if (rc == -EHOSTUNREACH)
+				goto next;
+			if (rc)
+				return rc;
+		}
+again:
+		free(resp->data);
+		resp->data = NULL;
+		resp->len = 0;
+		rc = post_once(kv, ep, path, body, resp);
+		if (rc == -EHOSTUNREACH)
+			goto next;
+		if (rc == -EPROTO) {
+			if (!resp->data || !cw_kvp_parse_error(resp->data, resp->len, &e))
+				return set_error(kv, -EPROTO, "%s%s: HTTP error without an etcd status",
+						 ep, path);
+			if (kv->cfg.username && !reauthed && token_rejected(&e)) {
+				reauthed = true;
+				rc = authenticate(kv, ep);
+				if (rc)
+					return rc;
+				goto again;
+			}
+			kv->error_code = e.code;
+			return set_error(kv, e.code == CW_GRPC_PERMISSION_DENIED ? -EACCES : -EPROTO,
+					 "%s%s: etcd: %s (code %d)", ep, path, e.message, e.code);
+		}
+		return 0;
+next:
+		pr_info("kvstore: %s unreachable (%s), trying the next endpoint", ep, kv->error);
+		kv->current = (kv->current + 1) % n;
+		kv->token[0] = '\0';
+	}
+	return rc;
+}
+
+/* call() with a request built by the caller; the request is freed here. */
+static int call_owned(struct cw_kv *kv, const char *path, char *body, struct buf *resp)
+{
+	int rc;
+
+	if (!body)
+		return set_error(kv, -ENOMEM, "out of memory building %s", path);
+	rc = call(kv, path, body, resp);
+	free(body);
+	return rc;
+}
+
+void cw_kv_pair_clear(struct cw_kv_pair *p)
+{
+	free(p->key);
+	free(p->value);
+	memset(p, 0, sizeof(*p));
+}
+
+int cw_kv_get(struct cw_kv *kv, const char *key, struct cw_kv_pair *out)
+{
+	struct cw_kv_range_resp r;
+	struct buf resp = { 0 };
+	char err[256];
+	int rc;
+
+	rc = call_owned(kv, "/v3/kv/range", cw_kvp_range_req(key, NULL, 1, 0, false), &resp);
+	if (rc == 0) {
+		rc = cw_kvp_parse_range(resp.data, resp.len, &r, err, sizeof(err));
+		if (rc)
+			set_error(kv, rc, "range %s: %s", key, err);
+		else if (r.n == 0)
+			rc = -ENOENT;
+		else {
+			*out = r.kvs[0];
+			memset(&r.kvs[0], 0, sizeof(r.kvs[0]));
+		}
+		if (!rc || rc == -ENOENT)
+			cw_kvp_range_clear(&r);
+	}
+	free(resp.data);
+	return rc;
+}
+
+int cw_kv_list(struct cw_kv *kv, const char *prefix, int64_t page, cw_kv_pair_fn fn, void *arg,
+	       int64_t *revision)
+{
+	char end[1024], *from = NULL, err[256];
+	int64_t rev = 0;
+	int rc;
+
+	rc = cw_kvp_prefix_end(prefix, end, sizeof(end));
+	if (rc)
+		return rc;
+	from = strdup(prefix);
+	if (!from)
+		return -ENOMEM;
+	for (;;) {
+		struct cw_kv_range_resp r;
+		struct buf resp = { 0 };
+		size_t i;
+
+		rc = call_owned(kv, "/v3/kv/range", cw_kvp_range_req(from, end, page, rev, false), &resp);
+		if (rc == 0) {
+			rc = cw_kvp_parse_range(resp.data, resp.len, &r, err, sizeof(err));
+			if (rc)
+				set_error(kv, rc, "range %s: %s", prefix, err);
+		}
+		free(resp.data);
+		if (rc)
+			break;
+		if (!rev)
+			rev = r.revision;
+		for (i = 0; i < r.n && rc == 0; i++)
+			rc = fn(&r.kvs[i], arg);
+		if (rc == 0 && r.more && r.n > 0) {
+			/* next page: the smallest text key after the last one,
+			 * key + "\x01" (key + "\0" cannot be a C string) */
+			free(from);
+			from = malloc(strlen(r.kvs[r.n - 1].key) + 2);
+			if (!from)
+				rc = -ENOMEM;
+			else
+				sprintf(from, "%s%c", r.kvs[r.n - 1].key, 1);
+		}
+		bool more = r.more && r.n > 0;
+
+		cw_kvp_range_clear(&r);
+		if (rc || !more)
+			break;
+	}
+	free(from);
+	if (rc == 0 && revision)
+		*revision = rev;
+	return rc;
+}
+
+static int simple(struct cw_kv *kv, const char *path, char *body, const char *what)
+{
+	struct buf resp = { 0 };
+	int64_t rev;
+	char err[256];
+	int rc = call_owned(kv, path, body, &resp);
+
+	if (rc == 0 && cw_kvp_parse_revision(resp.data, resp.len, &rev, err, sizeof(err)))
+		rc = set_error(kv, -EPROTO, "%s: %s", what, err);
+	free(resp.data);
+	return rc;
+}
+
+int cw_kv_put(struct cw_kv *kv, const char *key, const void *val, size_t len, int64_t lease)
+{
+	return simple(kv, "/v3/kv/put", cw_kvp_put_req(key, val, len, lease), key);
+}
+
+int cw_kv_delete(struct cw_kv *kv, const char *key, bool prefix)
+{
+	char end[1024];
+
+	if (prefix && cw_kvp_prefix_end(key, end, sizeof(end)))
+		return -ENAMETOOLONG;
+	return simple(kv, "/v3/kv/deleterange", cw_kvp_delete_req(key, prefix ? end : NULL), key);
+}
+
+static int txn(struct cw_kv *kv, char *body, const char *key, int lost)
+{
+	struct buf resp = { 0 };
+	bool ok = false;
+	int64_t rev;
+	char err[256];
+	int rc = call_owned(kv, "/v3/kv/txn", body, &resp);
+
+	if (rc == 0 && cw_kvp_parse_txn(resp.data, resp.len, &ok, &rev, err, sizeof(err)))
+		rc = set_error(kv, -EPROTO, "txn %s: %s", key, err);
+	free(resp.data);
+	return rc ? rc : ok ? 0 : lost;
+}
+
+int cw_kv_create(struct cw_kv *kv, const char *key, const void *val, size_t len, int64_t lease)
+{
+	return txn(kv, cw_kvp_create_req(key, val, len, lease), key, -EEXIST);
+}
+
+int cw_kv_cas(struct cw_kv *kv, const char *key, int64_t mod_revision, const void *val,
+	      size_t len, int64_t lease)
+{
+	return txn(kv, cw_kvp_cas_req(key, mod_revision, val, len, lease), key, -ESTALE);
+}
+
+static int lease_call(struct cw_kv *kv, const char *path, char *body, int64_t *id, int64_t *ttl)
+{
+	struct buf resp = { 0 };
+	int64_t got_id = 0, got_ttl = 0;
+	char err[256];
+	int rc = call_owned(kv, path, body, &resp);
+
+	if (rc == 0 && cw_kvp_parse_lease(resp.data, resp.len, &got_id, &got_ttl, err, sizeof(err)))
+		rc = set_error(kv, -EPROTO, "%s: %s", path, err);
+	free(resp.data);
+	if (id)
+		*id = got_id;
+	if (ttl)
+		*ttl = got_ttl;
+	return rc;
+}
+
+int cw_kv_lease_grant(struct cw_kv *kv, int64_t ttl, int64_t *id)
+{
+	return lease_call(kv, "/v3/lease/grant", cw_kvp_lease_grant_req(ttl), id, NULL);
+}
+
+int cw_kv_lease_keepalive(struct cw_kv *kv, int64_t id, int64_t *ttl)
+{
+	int64_t left = 0;
+	int rc = lease_call(kv, "/v3/lease/keepalive", cw_kvp_lease_id_req(id), NULL, &left);
+
+	if (rc)
+		return rc;
+	if (ttl)
+		*ttl = left;
+	return left > 0 ? 0 : set_error(kv, -ENOENT, "lease %" PRId64 " has expired", id);
+}
+
+int cw_kv_lease_revoke(struct cw_kv *kv, int64_t id)
+{
+	return lease_call(kv, "/v3/lease/revoke", cw_kvp_lease_id_req(id), NULL, NULL);
+}

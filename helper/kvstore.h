@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * etcd client over the v3 JSON gateway with libcurl: TLS with a client
+ * certificate, user/password authentication (the gateway maps no
+ * certificate to a user, see DESIGN.md), several endpoints with failover.
+ *
+ * This is the unary half, blocking with a bounded timeout; it is what the
+ * helper uses at start-up and from the CLI.  Watch streams run on the event
+ * loop's curl multi handle with the same messages (kvproto.h).
+ */
+#ifndef CW_HELPER_KVSTORE_H
+#define CW_HELPER_KVSTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "kvproto.h"
+
+#define CW_KV_MAX_ENDPOINTS 8
+
+struct cw_kv_config {
+	const char *endpoints[CW_KV_MAX_ENDPOINTS]; /* https://host:port */
+	size_t n_endpoints;
+	const char *ca_file, *cert_file, *key_file;
+	const char *username, *password;            /* NULL: auth disabled */
+	long timeout_ms;                            /* per request; 0 = 5000 */
+};
+
+struct cw_kv;
+
+int cw_kv_new(const struct cw_kv_config *cfg, struct cw_kv **out);
+void cw_kv_free(struct cw_kv *kv);
+/* The last failure, naming the endpoint and etcd's own message. */
+const char *cw_kv_error(const struct cw_kv *kv);
+/* gRPC code of the last etcd error (0 if the failure was not etcd's). */
+int cw_kv_error_code(const struct cw_kv *kv);
+
+/* -ENOENT when absent. */
+int cw_kv_get(struct cw_kv *kv, const char *key, struct cw_kv_pair *out);
+void cw_kv_pair_clear(struct cw_kv_pair *kv);
+
+typedef int (*cw_kv_pair_fn)(const struct cw_kv_pair *kv, void *arg);
+/*
+ * Every key under @prefix at one revision, @page keys per request: the
+ * pages after the first are read at the first page's revision, so the
+ * listing is a consistent snapshot.  *revision is that revision: the one to
+ * start a watch from (+1).
+ */
+int cw_kv_list(struct cw_kv *kv, const char *prefix, int64_t page, cw_kv_pair_fn fn, void *arg,
+	       int64_t *revision);
+
+int cw_kv_put(struct cw_kv *kv, const char *key, const void *val, size_t len, int64_t lease);
+/* Deletes @key, or every key under it with @prefix. */
+int cw_kv_delete(struct cw_kv *kv, const char *key, bool prefix);
+/* 0 if created, -EEXIST if the key exists. */
+int cw_kv_create(struct cw_kv *kv, const char *key, const void *val, size_t len, int64_t lease);
+/* 0 if swapped, -ESTALE if the key changed since @mod_revision. */
+int cw_kv_cas(struct cw_kv *kv, const char *key, int64_t mod_revision, const void *val,
+	      size_t len, int64_t lease);
+
+int cw_kv_lease_grant(struct cw_kv *kv, int64_t ttl, int64_t *id);
+/* -ENOENT once the lease has expired (TTL <= 0 in the answer). */
+int cw_kv_lease_keepalive(struct cw_kv *kv, int64_t id, int64_t *ttl);
+int cw_kv_lease_revoke(struct cw_kv *kv, int64_t id);
+
+#endif
