@@ -86,7 +86,14 @@ $(BUILD)/test/%: test/bpf/%.c $(BUILD)/libcauseway.a $(BPF_SKELS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libcauseway.a $(LDLIBS) -lcmocka
 
-tests: all $(UNIT_TESTS) $(BPF_TESTS) $(BUILD)/fuzz_conf $(BUILD)/conf-dump
+# Tests that need a real etcd (test/etcd/fixture starts one).
+$(BUILD)/test/etcd_%: test/etcd/test_%.c $(HELPER_LIB_OBJS) $(BUILD)/libcauseway.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Ihelper $(LDFLAGS) -o $@ $< $(HELPER_LIB_OBJS) $(BUILD)/libcauseway.a $(LDLIBS) -lcmocka
+
+ETCD_TESTS := $(patsubst test/etcd/test_%.c,$(BUILD)/test/etcd_%,$(wildcard test/etcd/test_*.c))
+
+tests: all $(UNIT_TESTS) $(BPF_TESTS) $(ETCD_TESTS) $(BUILD)/fuzz_conf $(BUILD)/conf-dump
 
 $(BUILD)/conf-dump: test/golden/conf_dump.c $(CNI_LIB_OBJS) $(BUILD)/libcauseway.a
 	$(CC) $(CFLAGS) -Icni $(LDFLAGS) -o $@ $< $(CNI_LIB_OBJS) $(BUILD)/libcauseway.a $(LDLIBS)
