@@ -236,7 +236,14 @@ static bool get_int64(const cJSON *o, const char *name, int64_t *out)
 	return errno == 0 && *end == '\0';
 }
 
-static int parse_pair(const cJSON *o, struct cw_kv_pair *kv, char *err, size_t errlen)
+static void pair_clear(struct cw_kv_pair *kv)
+{
+	free(kv->key);
+	free(kv->value);
+	memset(kv, 0, sizeof(*kv));
+}
+
+static int parse_pair_fields(const cJSON *o, struct cw_kv_pair *kv, char *err, size_t errlen)
 {
 	const cJSON *k = cJSON_GetObjectItemCaseSensitive(o, "key");
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "value");
@@ -258,11 +265,14 @@ static int parse_pair(const cJSON *o, struct cw_kv_pair *kv, char *err, size_t e
 	return 0;
 }
 
-static void pair_clear(struct cw_kv_pair *kv)
+/* On failure *kv is left empty: nothing for the caller to clear. */
+static int parse_pair(const cJSON *o, struct cw_kv_pair *kv, char *err, size_t errlen)
 {
-	free(kv->key);
-	free(kv->value);
-	memset(kv, 0, sizeof(*kv));
+	int rc = parse_pair_fields(o, kv, err, errlen);
+
+	if (rc)
+		pair_clear(kv);
+	return rc;
 }
 
 bool cw_kvp_parse_error(const char *buf, size_t len, struct cw_kv_error *e)
@@ -341,10 +351,8 @@ int cw_kvp_parse_range(const char *buf, size_t len, struct cw_kv_range_resp *out
 	}
 	cJSON_ArrayForEach(it, kvs) {
 		rc = parse_pair(it, &out->kvs[out->n], err, errlen);
-		if (rc) {
-			pair_clear(&out->kvs[out->n]);
+		if (rc)
 			goto cleanup;
-		}
 		out->n++;
 	}
 	rc = 0;
@@ -468,10 +476,8 @@ int cw_kvp_parse_watch(const char *buf, size_t len, struct cw_kv_watch_resp *out
 		ev->type = cJSON_IsString(type) && strcmp(type->valuestring, "DELETE") == 0 ?
 			   CW_KV_DELETE : CW_KV_PUT;
 		rc = parse_pair(cJSON_GetObjectItemCaseSensitive(it, "kv"), &ev->kv, err, errlen);
-		if (rc) {
-			pair_clear(&ev->kv);
+		if (rc)
 			goto cleanup;
-		}
 		out->n++;
 	}
 	rc = 0;
