@@ -34,7 +34,6 @@ static __always_inline int handle_ipv4_from_container(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
 	struct iphdr *ip = data + ETH_HLEN;
 	struct cw_endpoint_key key = {};
 	struct cw_endpoint_info *src, *dst;
@@ -83,7 +82,6 @@ static __always_inline int handle_ipv4_from_container(struct __sk_buff *skb)
 	ifindex = dst->ifindex;
 	cw_mac_copy(dst_pod_mac, dst->pod_mac);
 	cw_mac_copy(dst_host_mac, dst->host_mac);
-	(void)eth;
 
 	if (cw_ipv4_dec_ttl(skb, ip) < 0)
 		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <net/if.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <bpf/bpf.h>
 
@@ -22,7 +23,7 @@
 
 struct gc_ctx {
 	struct cw_plugin *p;
-	struct cw_attachment *stale;
+	struct cw_attachment stale[GC_MAX_STALE];
 	size_t n_stale;
 	int errors;
 };
@@ -30,16 +31,15 @@ struct gc_ctx {
 static int collect_stale(const struct cw_endpoint_state *ep, void *arg)
 {
 	struct gc_ctx *g = arg;
-	static struct cw_attachment stale[GC_MAX_STALE];
+	struct cw_attachment *a = &g->stale[g->n_stale];
 
-	g->stale = stale;
 	if (strcmp(ep->network, g->p->conf->name) != 0 ||
 	    cw_conf_has_attachment(g->p->conf, ep->container_id, ep->ifname))
 		return 0;
 	if (g->n_stale == GC_MAX_STALE)
 		return 1; /* the next GC takes the rest */
-	snprintf(stale[g->n_stale].container_id, sizeof(stale[0].container_id), "%s", ep->container_id);
-	snprintf(stale[g->n_stale].ifname, sizeof(stale[0].ifname), "%s", ep->ifname);
+	snprintf(a->container_id, sizeof(a->container_id), "%s", ep->container_id);
+	snprintf(a->ifname, sizeof(a->ifname), "%s", ep->ifname);
 	g->n_stale++;
 	return 0;
 }
@@ -80,9 +80,12 @@ static void gc_orphan_map_entries(struct gc_ctx *g)
 		prev = &key;
 		if (bpf_map_lookup_elem(dp->map_endpoints, &key, &info))
 			continue;
+		/* a live interface keeps its entry: no need to read the state */
+		if (if_indextoname(info.ifindex, name))
+			continue;
 		o.ifindex = (int)info.ifindex;
 		cw_endpoint_foreach(g->p->conf->state_dir, find_owner, &o);
-		if (o.owned || if_indextoname(info.ifindex, name))
+		if (o.owned)
 			continue;
 		if (cw_ep_delete(dp, key.ip4) == 0)
 			pr_info("GC: removed orphan endpoint map entry (ifindex %u)", info.ifindex);
@@ -90,47 +93,62 @@ static void gc_orphan_map_entries(struct gc_ctx *g)
 	cw_dp_free(dp);
 }
 
-int cw_cmd_gc(struct cw_plugin *p)
+/* Every stale attachment, then IPAM, then orphan map entries; past errors. */
+static int gc(struct gc_ctx *g)
 {
-	struct gc_ctx g = { .p = p };
+	struct cw_plugin *p = g->p;
 	struct cw_ipam *ipam = NULL;
 	unsigned int released = 0;
 
-	if (!p->conf->has_valid)
-		return cw_error_set(&p->err, CW_ERR_INVALID_CONFIG,
-				    "GC needs \"cni.dev/valid-attachments\" in the config");
-
-	cw_endpoint_foreach(p->conf->state_dir, collect_stale, &g);
-	for (size_t i = 0; i < g.n_stale; i++) {
+	cw_endpoint_foreach(p->conf->state_dir, collect_stale, g);
+	for (size_t i = 0; i < g->n_stale; i++) {
 		struct cw_error e = { 0 };
 
 		/* The IPAM plugin gets one GC below rather than a DEL each. */
-		if (cw_teardown(p->conf, &p->args, g.stale[i].container_id, g.stale[i].ifname, false,
+		if (cw_teardown(p->conf, &p->args, g->stale[i].container_id, g->stale[i].ifname, false,
 				false, &e) < 0) {
-			pr_warn("GC: %s/%s: %s", g.stale[i].container_id, g.stale[i].ifname, e.msg);
-			g.errors++;
+			pr_warn("GC: %s/%s: %s", g->stale[i].container_id, g->stale[i].ifname, e.msg);
+			g->errors++;
 			if (!p->err.code)
 				p->err = e;
 		} else {
-			pr_info("GC: removed %s/%s", g.stale[i].container_id, g.stale[i].ifname);
+			pr_info("GC: removed %s/%s", g->stale[i].container_id, g->stale[i].ifname);
 		}
 	}
 
 	if (p->conf->has_ipam) {
 		struct cw_error e = { 0 };
 
-		if (cw_delegate_gc(p->conf, &p->args, g.stale, g.n_stale, &e) < 0) {
-			g.errors++;
+		if (cw_delegate_gc(p->conf, &p->args, g->stale, g->n_stale, &e) < 0) {
+			g->errors++;
 			if (!p->err.code)
 				p->err = e;
 		}
 	} else if (cw_ipam_open(p->conf->state_dir, p->conf->name, NULL, CW_LOCK_TIMEOUT_MS, &ipam) == 0) {
 		if (cw_ipam_gc(ipam, p->conf, &released))
-			g.errors++;
+			g->errors++;
 		cw_ipam_close(ipam);
 	}
-	gc_orphan_map_entries(&g);
-	pr_info("GC: %zu attachment(s) and %u address(es) collected, %d error(s)", g.n_stale,
-		released, g.errors);
-	return g.errors ? -1 : 0;
+	gc_orphan_map_entries(g);
+	pr_info("GC: %zu attachment(s) and %u address(es) collected, %d error(s)", g->n_stale,
+		released, g->errors);
+	return g->errors ? -1 : 0;
+}
+
+int cw_cmd_gc(struct cw_plugin *p)
+{
+	struct gc_ctx *gp;
+	int rc;
+
+	if (!p->conf->has_valid)
+		return cw_error_set(&p->err, CW_ERR_INVALID_CONFIG,
+				    "GC needs \"cni.dev/valid-attachments\" in the config");
+	/* ~1 MiB for 4096 stale attachments: on the heap, not the stack */
+	gp = calloc(1, sizeof(*gp));
+	if (!gp)
+		return cw_error_set(&p->err, CW_ERR_IO, "GC: out of memory");
+	gp->p = p;
+	rc = gc(gp);
+	free(gp);
+	return rc;
 }

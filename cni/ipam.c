@@ -93,11 +93,6 @@ struct in_addr cw_ipam_gateway(const struct cw_prefix4 *pool)
 	return gw;
 }
 
-static bool is_ip_name(const char *name, struct in_addr *a)
-{
-	return cw_addr4_parse(name, a);
-}
-
 /* Reads the owner of one allocation file; false if unreadable. */
 static bool read_owner(const char *dir, const char *name, char *cid, size_t cidlen,
 		       char *ifn, size_t ifnlen)
@@ -136,7 +131,7 @@ static int foreach_alloc(struct cw_ipam *ipam, alloc_fn fn, void *arg)
 	if (!d)
 		return -errno;
 	while ((de = readdir(d)) != NULL) {
-		if (!is_ip_name(de->d_name, &a))
+		if (!cw_addr4_parse(de->d_name, &a)) /* lock, cursor, strays */
 			continue;
 		if (!read_owner(ipam->dir, de->d_name, cid, sizeof(cid), ifn, sizeof(ifn))) {
 			cid[0] = ifn[0] = '\0';

@@ -21,9 +21,13 @@ int cw_cmd_status(struct cw_plugin *p)
 	if (err)
 		return cw_error_set(&p->err, CW_ERR_NOT_AVAILABLE,
 				    "datapath unavailable: bpfRoot %s: %s", conf->bpf_root, strerror(-err));
-	if (conf->has_ipam)
-		return cw_delegate(conf, &p->args, "STATUS", NULL, &p->err) < 0 ?
-		       (p->err.code = CW_ERR_NOT_AVAILABLE, -1) : 0;
+	if (conf->has_ipam) {
+		struct cw_error e = { 0 };
+
+		if (cw_delegate(conf, &p->args, "STATUS", NULL, &e) < 0)
+			return cw_error_set(&p->err, CW_ERR_NOT_AVAILABLE, "%s", e.msg);
+		return 0;
+	}
 	if (!conf->has_pod_cidr)
 		return cw_error_set(&p->err, CW_ERR_NOT_AVAILABLE,
 				    "no address range: config has neither \"podCIDR\" nor \"ipam.type\"");

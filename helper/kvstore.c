@@ -259,6 +259,13 @@ void cw_kv_pair_clear(struct cw_kv_pair *p)
 	memset(p, 0, sizeof(*p));
 }
 
+/* Move a pair out of a response that is about to be cleared. */
+static void swap_out(struct cw_kv_pair *from, struct cw_kv_pair *to)
+{
+	*to = *from;
+	memset(from, 0, sizeof(*from));
+}
+
 int cw_kv_get(struct cw_kv *kv, const char *key, struct cw_kv_pair *out)
 {
 	struct cw_kv_range_resp r;
@@ -267,20 +274,18 @@ int cw_kv_get(struct cw_kv *kv, const char *key, struct cw_kv_pair *out)
 	int rc;
 
 	rc = call_owned(kv, "/v3/kv/range", cw_kvp_range_req(key, NULL, 1, 0, false), &resp);
-	if (rc == 0) {
+	if (rc == 0)
 		rc = cw_kvp_parse_range(resp.data, resp.len, &r, err, sizeof(err));
-		if (rc)
-			set_error(kv, rc, "range %s: %s", key, err);
-		else if (r.n == 0)
-			rc = -ENOENT;
-		else {
-			*out = r.kvs[0];
-			memset(&r.kvs[0], 0, sizeof(r.kvs[0]));
-		}
-		if (!rc || rc == -ENOENT)
-			cw_kvp_range_clear(&r);
-	}
 	free(resp.data);
+	if (rc == -EINVAL)
+		return set_error(kv, rc, "range %s: %s", key, err);
+	if (rc)
+		return rc;
+	if (r.n == 0)
+		rc = -ENOENT;
+	else
+		swap_out(&r.kvs[0], out);
+	cw_kvp_range_clear(&r);
 	return rc;
 }
 

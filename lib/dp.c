@@ -332,17 +332,6 @@ int cw_tc_query(int ifindex, bool ingress, __u32 *prog_id)
 	return 0;
 }
 
-int cw_tc_detach(int ifindex, bool ingress)
-{
-	struct bpf_tc_hook hook;
-	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = CW_TC_HANDLE, .priority = CW_TC_PRIORITY);
-	int err;
-
-	tc_hook(&hook, ifindex, ingress);
-	err = bpf_tc_detach(&hook, &opts);
-	return err == -ENOENT ? 0 : err;
-}
-
 int cw_prog_id(int prog_fd, __u32 *id)
 {
 	struct bpf_prog_info info = {};

@@ -43,7 +43,6 @@ int cw_dp_unpin(const char *bpf_root);
 int cw_tc_attach(int ifindex, int prog_fd, bool ingress);
 /* *prog_id = 0 when nothing is attached at Causeway's handle. */
 int cw_tc_query(int ifindex, bool ingress, __u32 *prog_id);
-int cw_tc_detach(int ifindex, bool ingress);
 int cw_prog_id(int prog_fd, __u32 *id);
 
 int cw_ep_put(const struct cw_dp *dp, __be32 ip4, const struct cw_endpoint_info *info);
