@@ -19,6 +19,20 @@
 #define CW_MAP_ENDPOINTS      "cw_endpoints"
 #define CW_MAP_METRICS        "cw_metrics"
 #define CW_MAP_STACK_FLOWS    "cw_stack_flows"
+#define CW_PIN_FROM_OVERLAY   "from_overlay"
+#define CW_MAP_IPCACHE        "cw_ipcache"
+#define CW_MAP_TUNNEL         "cw_tunnel"
+#define CW_MAP_CONFIG         "cw_config"
+
+/*
+ * The node's collect-metadata VXLAN device ("ip link add cw_vxlan type vxlan
+ * external dstport 8472"), created by the helper.  8472 is the Linux/Cilium
+ * VXLAN port, not IANA's 4789, so a Causeway node and a Cilium node agree.
+ */
+#define CW_VXLAN_DEV  "cw_vxlan"
+#define CW_VXLAN_PORT 8472
+/* Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14). */
+#define CW_VXLAN_OVERHEAD 50
 
 #define CW_DEFAULT_BPF_ROOT  "/sys/fs/bpf/causeway"
 #define CW_DEFAULT_STATE_DIR "/var/lib/causeway"
@@ -75,6 +89,9 @@ enum cw_reason {
 	CW_DROP_REDIRECT_FAILED  = 134, /* bpf_redirect refused the ifindex */
 	CW_DROP_FRAG_UNSUPPORTED = 135, /* reserved: fragments needing L4 state */
 	CW_DROP_POLICY_DENIED    = 136, /* reserved: network policy */
+	CW_DROP_NO_TUNNEL_KEY    = 137, /* overlay packet without tunnel metadata */
+	CW_DROP_TUNNEL_FAILED    = 138, /* bpf_skb_set_tunnel_key refused the key */
+	CW_DROP_NO_TUNNEL_DEV    = 139, /* a tunnel route exists, the VXLAN device not */
 	CW_DROP_MAX,
 };
 
@@ -121,6 +138,59 @@ struct cw_flow_key {
  */
 #define CW_MARK_REDIRECTED 0x00200000
 
+/*
+ * ipcache: every pod IP of the mesh the helper knows (from the ip/v1 records
+ * of the local and remote mesh etcds), longest-prefix match.  tunnel_ip is
+ * the node to send the packet to over VXLAN, or 0 when the host stack
+ * routes it (native routing, or a local pod).  The source identity of a
+ * packet arriving over VXLAN is its VNI; of any other packet, its ipcache
+ * entry.
+ */
+struct cw_lpm_key {
+	__u32  prefixlen;  /* 0..32: bits of ip4 that count */
+	__be32 ip4;
+};
+
+struct cw_ipcache_info {
+	__u32  identity;
+	__be32 tunnel_ip;   /* 0: not tunnelled */
+	__u16  cluster_id;
+	__u16  flags;
+};
+
+#define CW_MAX_IPCACHE 262144
+
+/*
+ * tunnel: remote PodCIDR -> node IP, from the node records.  Consulted when
+ * the ipcache has no tunnelled entry for a destination, so a pod whose ip/v1
+ * record has not arrived yet is still reachable.  Only nodes the routing
+ * mode tunnels to are here (all of them in "tunnel", those on another L2
+ * segment in "hybrid", none in "native").
+ */
+struct cw_tunnel_info {
+	__be32 node_ip;
+	__u32  flags;
+};
+
+#define CW_MAX_TUNNELS 16384
+
+/*
+ * Node-wide settings, written by the helper at start-up: one entry, key 0,
+ * of an array map.  A zero vxlan_ifindex means "no tunnel device": packets
+ * that would be tunnelled are dropped with CW_DROP_NO_TUNNEL_DEV.
+ */
+struct cw_config {
+	__u32  vxlan_ifindex;
+	__be32 node_ip;      /* underlay address: the outer source */
+	__u16  cluster_id;
+	__u16  flags;
+	__u32  pad;
+};
+
+_Static_assert(sizeof(struct cw_lpm_key) == 8, "cw_lpm_key layout");
+_Static_assert(sizeof(struct cw_ipcache_info) == 12, "cw_ipcache_info layout");
+_Static_assert(sizeof(struct cw_tunnel_info) == 8, "cw_tunnel_info layout");
+_Static_assert(sizeof(struct cw_config) == 16, "cw_config layout");
 _Static_assert(sizeof(struct cw_endpoint_key) == 4, "cw_endpoint_key layout");
 _Static_assert(sizeof(struct cw_endpoint_info) == 24, "cw_endpoint_info layout");
 _Static_assert(sizeof(struct cw_metrics_key) == 4, "cw_metrics_key layout");
