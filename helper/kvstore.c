@@ -117,29 +117,29 @@ void cw_kv_free(struct cw_kv *kv)
  * with the body for an HTTP error (an etcd error document), -EHOSTUNREACH
  * for a transport failure (try the next endpoint).
  */
-static int post_once(struct cw_kv *kv, const char *endpoint, const char *path, const char *body,
-		     struct buf *resp)
+/*
+ * The options every request to @endpoint shares, unary or stream: URL, TLS
+ * with the client certificate, the token.  Returns the header list the
+ * caller frees after the transfer, NULL when out of memory.
+ */
+static struct curl_slist *setup_request(struct cw_kv *kv, CURL *c, const char *endpoint,
+					const char *path, const char *body)
 {
 	char url[512], auth[600];
 	struct curl_slist *hdrs = NULL;
-	long status = 0;
-	CURLcode cc;
-	CURL *c = kv->curl;
 
 	snprintf(url, sizeof(url), "%s%s", endpoint, path);
-	curl_easy_reset(c);
 	hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
-	if (kv->token[0] && strcmp(path, "/v3/auth/authenticate") != 0) {
+	if (hdrs && kv->token[0] && strcmp(path, "/v3/auth/authenticate") != 0) {
 		/* the gateway takes the bare token, no "Bearer" scheme */
 		snprintf(auth, sizeof(auth), "Authorization: %s", kv->token);
 		hdrs = curl_slist_append(hdrs, auth);
 	}
+	if (!hdrs)
+		return NULL;
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, resp);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, kv->cfg.timeout_ms);
+	curl_easy_setopt(c, CURLOPT_COPYPOSTFIELDS, body);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, kv->cfg.timeout_ms);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	if (kv->cfg.ca_file)
@@ -148,6 +148,29 @@ static int post_once(struct cw_kv *kv, const char *endpoint, const char *path, c
 		curl_easy_setopt(c, CURLOPT_SSLCERT, kv->cfg.cert_file);
 	if (kv->cfg.key_file)
 		curl_easy_setopt(c, CURLOPT_SSLKEY, kv->cfg.key_file);
+	return hdrs;
+}
+
+/*
+ * One POST to one endpoint.  Returns 0 with the body for HTTP 200, -EPROTO
+ * with the body for an HTTP error (an etcd error document), -EHOSTUNREACH
+ * for a transport failure (try the next endpoint).
+ */
+static int post_once(struct cw_kv *kv, const char *endpoint, const char *path, const char *body,
+		     struct buf *resp)
+{
+	struct curl_slist *hdrs;
+	long status = 0;
+	CURLcode cc;
+	CURL *c = kv->curl;
+
+	curl_easy_reset(c);
+	hdrs = setup_request(kv, c, endpoint, path, body);
+	if (!hdrs)
+		return set_error(kv, -ENOMEM, "out of memory");
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, resp);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, kv->cfg.timeout_ms);
 	cc = curl_easy_perform(c);
 	curl_slist_free_all(hdrs);
 	if (cc != CURLE_OK)
@@ -431,4 +454,33 @@ int cw_kv_lease_keepalive(struct cw_kv *kv, int64_t id, int64_t *ttl)
 int cw_kv_lease_revoke(struct cw_kv *kv, int64_t id)
 {
 	return lease_call(kv, "/v3/lease/revoke", cw_kvp_lease_id_req(id), NULL, NULL);
+}
+
+int cw_kv_stream_setup(struct cw_kv *kv, CURL *easy, const char *path, const char *body,
+		       struct curl_slist **hdrs)
+{
+	const char *ep = kv->cfg.endpoints[kv->current];
+	int rc;
+
+	if (kv->cfg.username && !kv->token[0]) {
+		rc = authenticate(kv, ep);
+		if (rc == -EHOSTUNREACH)
+			cw_kv_stream_failed(kv, false);
+		if (rc)
+			return rc;
+	}
+	*hdrs = setup_request(kv, easy, ep, path, body);
+	return *hdrs ? 0 : set_error(kv, -ENOMEM, "out of memory");
+}
+
+void cw_kv_stream_failed(struct cw_kv *kv, bool token_refused)
+{
+	kv->token[0] = '\0';
+	if (!token_refused)
+		kv->current = (kv->current + 1) % kv->cfg.n_endpoints;
+}
+
+const char *cw_kv_endpoint(const struct cw_kv *kv)
+{
+	return kv->cfg.endpoints[kv->current];
 }

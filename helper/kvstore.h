@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <curl/curl.h>
 #include "kvproto.h"
 
 #define CW_KV_MAX_ENDPOINTS 8
@@ -62,5 +63,17 @@ int cw_kv_lease_grant(struct cw_kv *kv, int64_t ttl, int64_t *id);
 /* -ENOENT once the lease has expired (TTL <= 0 in the answer). */
 int cw_kv_lease_keepalive(struct cw_kv *kv, int64_t id, int64_t *ttl);
 int cw_kv_lease_revoke(struct cw_kv *kv, int64_t id);
+
+/*
+ * Streams (watches) run on the event loop, not here: this prepares @easy
+ * for a POST of @body to @path on the current endpoint (authenticating
+ * first, blocking, when there is no token yet); the caller frees *hdrs
+ * after the transfer.  After a failed stream, cw_kv_stream_failed() moves
+ * to the next endpoint, or only drops the token when etcd refused it.
+ */
+int cw_kv_stream_setup(struct cw_kv *kv, CURL *easy, const char *path, const char *body,
+		       struct curl_slist **hdrs);
+void cw_kv_stream_failed(struct cw_kv *kv, bool token_refused);
+const char *cw_kv_endpoint(const struct cw_kv *kv);
 
 #endif

@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * helper/kvwatch.c on the real event loop against a real etcd 3.4
+ * (test/etcd/run-kvwatch starts the fixture): the mirror follows puts and
+ * deletes, survives an etcd restart by resuming from its revision, and
+ * relists exactly (deletes included) when its revision was compacted while
+ * it was disconnected.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "kvwatch.h"
+
+static const char *env(const char *name)
+{
+	const char *v = getenv(name);
+
+	if (!v || !*v)
+		fail_msg("%s is not set: run through test/etcd/run-kvwatch", name);
+	return v;
+}
+
+static struct cw_kv *client(void)
+{
+	struct cw_kv_config cfg = { 0 };
+	struct cw_kv *kv = NULL;
+
+	cfg.endpoints[cfg.n_endpoints++] = env("ETCD_ENDPOINT");
+	cfg.ca_file = env("ETCD_CA");
+	cfg.cert_file = env("ETCD_LOCAL_CERT");
+	cfg.key_file = env("ETCD_LOCAL_KEY");
+	cfg.username = env("ETCD_LOCAL_USER");
+	cfg.password = env("ETCD_LOCAL_PASSWORD");
+	cfg.timeout_ms = 3000;
+	assert_int_equal(cw_kv_new(&cfg, &kv), 0);
+	return kv;
+}
+
+struct seen {
+	int puts, dels, synced;
+	char last_put[128], last_del[128];
+};
+
+static void on_put(void *arg, const struct cw_kv_pair *kv, const struct cw_kv_pair *old)
+{
+	struct seen *s = arg;
+
+	(void)old;
+	s->puts++;
+	snprintf(s->last_put, sizeof(s->last_put), "%s=%s", kv->key, kv->value);
+}
+
+static void on_del(void *arg, const struct cw_kv_pair *old)
+{
+	struct seen *s = arg;
+
+	s->dels++;
+	snprintf(s->last_del, sizeof(s->last_del), "%s", old->key);
+}
+
+static void on_synced(void *arg)
+{
+	((struct seen *)arg)->synced++;
+}
+
+static const struct cw_kv_watch_ops ops = { on_put, on_del, on_synced };
+
+struct until {
+	struct cw_kv_watch *w;
+	struct seen *s;
+	bool (*cond)(struct until *u);
+	const char *key, *value;
+	int64_t deadline;
+};
+
+static bool has_value(struct until *u)
+{
+	const struct cw_kv_pair *p = cw_kv_watch_lookup(u->w, u->key);
+
+	if (!u->value)
+		return p == NULL;
+	return p && strcmp(p->value, u->value) == 0;
+}
+
+static void check(struct cw_loop *loop, void *arg)
+{
+	struct until *u = arg;
+
+	if (u->cond(u) || cw_loop_now_ms() > u->deadline)
+		cw_loop_stop(loop);
+}
+
+/* Run the loop until the mirror has @key = @value (NULL: absent), or 15 s. */
+static bool run_until(struct cw_loop *loop, struct cw_kv_watch *w, const char *key,
+		      const char *value)
+{
+	struct until u = { w, NULL, has_value, key, value, cw_loop_now_ms() + 15000 };
+	struct cw_timer *t;
+
+	assert_int_equal(cw_timer_add(loop, 0, 20, check, &u, &t), 0);
+	cw_loop_run(loop);
+	cw_timer_del(t);
+	return has_value(&u);
+}
+
+static void fixture(const char *verb)
+{
+	char cmd[512];
+
+	snprintf(cmd, sizeof(cmd), "test/etcd/fixture %s %s >/dev/null", verb, env("ETCD_DIR"));
+	assert_int_equal(system(cmd), 0);
+}
+
+static void test_follow_restart_compact(void **state)
+{
+	struct cw_kv *kv = client(), *writer = client();
+	struct cw_loop *loop = NULL;
+	struct cw_kv_watch *w = NULL;
+	struct cw_kv_watch_status st;
+	struct seen s = { 0 };
+	char key[64];
+
+	(void)state;
+	cw_kv_delete(writer, "cilium/wt/", true);
+	/* 1500 keys: the initial list takes two pages */
+	for (int i = 0; i < 1500; i++) {
+		snprintf(key, sizeof(key), "cilium/wt/pre/%04d", i);
+		assert_int_equal(cw_kv_put(writer, key, "x", 1, 0), 0);
+	}
+	assert_int_equal(cw_loop_new(&loop), 0);
+	assert_int_equal(cw_kv_watch_start(loop, kv, "cilium/wt/", &ops, &s, &w), 0);
+	assert_true(run_until(loop, w, "cilium/wt/pre/1499", "x"));
+	assert_int_equal(s.synced, 1);
+	assert_int_equal(s.puts, 1500);
+
+	/* live events */
+	assert_int_equal(cw_kv_put(writer, "cilium/wt/a", "1", 1, 0), 0);
+	assert_true(run_until(loop, w, "cilium/wt/a", "1"));
+	assert_int_equal(cw_kv_delete(writer, "cilium/wt/pre/0000", false), 0);
+	assert_true(run_until(loop, w, "cilium/wt/pre/0000", NULL));
+	assert_string_equal(s.last_del, "cilium/wt/pre/0000");
+
+	/* etcd restarts under the stream: it resumes, no relist needed */
+	cw_kv_watch_get_status(w, &st);
+	uint64_t relists = st.relists;
+	fixture("restart");
+	assert_int_equal(cw_kv_put(writer, "cilium/wt/a", "2", 1, 0), 0);
+	assert_true(run_until(loop, w, "cilium/wt/a", "2"));
+	cw_kv_watch_get_status(w, &st);
+	assert_int_equal(st.relists, relists);
+	assert_true(st.reconnects >= 1);
+
+	/*
+	 * While the watcher is cut off (the loop is not running and etcd
+	 * restarts), keys change and history is compacted: on resuming, etcd
+	 * says its revision is gone and the relist delivers the difference,
+	 * deletes included.
+	 */
+	fixture("restart");
+	assert_int_equal(cw_kv_put(writer, "cilium/wt/a", "3", 1, 0), 0);
+	assert_int_equal(cw_kv_delete(writer, "cilium/wt/pre/0001", false), 0);
+	assert_int_equal(cw_kv_put(writer, "cilium/wt/b", "new", 3, 0), 0);
+	fixture("compact");
+	int dels = s.dels;
+	assert_true(run_until(loop, w, "cilium/wt/b", "new"));
+	assert_non_null(cw_kv_watch_lookup(w, "cilium/wt/a"));
+	assert_string_equal(cw_kv_watch_lookup(w, "cilium/wt/a")->value, "3");
+	assert_null(cw_kv_watch_lookup(w, "cilium/wt/pre/0001"));
+	assert_int_equal(s.dels, dels + 1);
+	cw_kv_watch_get_status(w, &st);
+	assert_int_equal(st.relists, relists + 1);
+	assert_int_equal(st.keys, 1500 - 2 + 2);
+	assert_int_equal(s.synced, 1);
+
+	cw_kv_delete(writer, "cilium/wt/", true);
+	cw_kv_watch_free(w);
+	cw_loop_free(loop);
+	cw_kv_free(kv);
+	cw_kv_free(writer);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_follow_restart_compact),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
