@@ -7,7 +7,10 @@
  *
  * Same-node pod-to-pod traffic is handed straight to the destination's host
  * veth with bpf_redirect(), skipping the host's routing and neighbour code;
- * everything else goes up the host stack.  Redirecting to the veth's egress
+ * traffic to a pod behind another node's tunnel endpoint is encapsulated
+ * through the node's VXLAN device (lib/tunnel.h); everything else goes up
+ * the host stack, which routes it natively or out of the cluster.
+ * Redirecting to the veth's egress
  * (not bpf_redirect_peer) keeps to_container on the path of every packet a
  * pod receives, which is where ingress policy will sit.
  *
@@ -16,6 +19,7 @@
  * stack so conntrack can undo it.  to_container learns such flows from
  * packets that reach a pod without from_container's redirect mark.
  */
+#include <stdbool.h>
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
@@ -27,8 +31,46 @@
 #include "lib/metrics.h"
 #include "lib/eth.h"
 #include "lib/ipv4.h"
+#include "lib/tunnel.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/*
+ * A destination that is not a local endpoint: over the tunnel when a node
+ * is known for it, else to the host stack (native routes, or out of the
+ * cluster), which does its own TTL handling and ICMP.
+ */
+static __always_inline int ipv4_to_remote(struct __sk_buff *skb, struct iphdr *ip,
+					  bool src_known, __u32 src_identity)
+{
+	const struct cw_config *cfg;
+	__be32 remote, local;
+	__u32 vxlan_ifindex;
+
+	/* 0.0.0.0 has no identity to carry, and no remote pod answers it. */
+	remote = src_known ? cw_tunnel_endpoint(ip->daddr) : 0;
+	if (!remote) {
+		cw_count(skb, CW_REASON_FORWARDED, CW_DIR_EGRESS);
+		return TC_ACT_OK;
+	}
+
+	cfg = cw_node_config();
+	if (!cfg || !cfg->vxlan_ifindex)
+		return cw_drop(skb, -CW_DROP_NO_TUNNEL_DEV, CW_DIR_EGRESS);
+	vxlan_ifindex = cfg->vxlan_ifindex;
+	local = cfg->node_ip;
+
+	/* This node is a routing hop, as on the local path. */
+	if (ip->ttl <= 1)
+		return cw_drop(skb, -CW_DROP_TTL_EXCEEDED, CW_DIR_EGRESS);
+	if (cw_ipv4_dec_ttl(skb, ip) < 0)
+		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
+	if (cw_tunnel_set_key(skb, remote, local, src_identity) < 0)
+		return cw_drop(skb, -CW_DROP_TUNNEL_FAILED, CW_DIR_EGRESS);
+
+	cw_count(skb, CW_REASON_FORWARDED, CW_DIR_EGRESS);
+	return bpf_redirect(vxlan_ifindex, 0);
+}
 
 static __always_inline int handle_ipv4_from_container(struct __sk_buff *skb)
 {
@@ -38,7 +80,8 @@ static __always_inline int handle_ipv4_from_container(struct __sk_buff *skb)
 	struct cw_endpoint_key key = {};
 	struct cw_endpoint_info *src, *dst;
 	__u8 dst_pod_mac[ETH_ALEN], dst_host_mac[ETH_ALEN];
-	__u32 ifindex;
+	__u32 ifindex, src_identity = CW_IDENTITY_UNKNOWN;
+	bool src_known = false;
 
 	if ((void *)(ip + 1) > data_end)
 		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
@@ -55,14 +98,14 @@ static __always_inline int handle_ipv4_from_container(struct __sk_buff *skb)
 		src = bpf_map_lookup_elem(&cw_endpoints, &key);
 		if (!src || src->ifindex != skb->ifindex)
 			return cw_drop(skb, -CW_DROP_INVALID_SOURCE, CW_DIR_EGRESS);
+		src_identity = src->identity;
+		src_known = true;
 	}
 
 	key.ip4 = ip->daddr;
 	dst = bpf_map_lookup_elem(&cw_endpoints, &key);
-	if (!dst) {
-		cw_count(skb, CW_REASON_FORWARDED, CW_DIR_EGRESS);
-		return TC_ACT_OK;
-	}
+	if (!dst)
+		return ipv4_to_remote(skb, ip, src_known, src_identity);
 
 	if (ip->ttl <= 1)
 		return cw_drop(skb, -CW_DROP_TTL_EXCEEDED, CW_DIR_EGRESS);

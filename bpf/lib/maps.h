@@ -37,4 +37,36 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cw_stack_flows SEC(".maps");
 
+/*
+ * Every pod IP of the mesh, longest-prefix match (a trie needs
+ * BPF_F_NO_PREALLOC).  Written only by the helper; the programs read it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, CW_MAX_IPCACHE);
+	__type(key, struct cw_lpm_key);
+	__type(value, struct cw_ipcache_info);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cw_ipcache SEC(".maps");
+
+/* Remote PodCIDR -> node to tunnel to. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, CW_MAX_TUNNELS);
+	__type(key, struct cw_lpm_key);
+	__type(value, struct cw_tunnel_info);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cw_tunnel SEC(".maps");
+
+/* Node-wide settings: one entry, key 0. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cw_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cw_config SEC(".maps");
+
 #endif
