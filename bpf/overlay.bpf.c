@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * from_overlay: tc ingress of the node's collect-metadata VXLAN device
+ * (CW_VXLAN_DEV).  The device has already stripped the outer headers and
+ * left them as tunnel metadata; the VNI is the sending pod's security
+ * identity (set by from_container on the other node, lib/tunnel.h).
+ *
+ * A packet for a local endpoint is redirected to the egress of its host
+ * veth, as from_container does on the same node, so to_container still
+ * sees every packet a pod receives.  Anything else goes up the host stack.
+ *
+ * Its own object, as one top-level file per attach point keeps each
+ * program's verifier load and dependencies apart; the maps are the same
+ * pinned instances as lxc.bpf.c's (pinned by name, lib/maps.h).
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "lib/maps.h"
+#include "lib/metrics.h"
+#include "lib/eth.h"
+#include "lib/ipv4.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+static __always_inline int handle_ipv4_from_overlay(struct __sk_buff *skb, __u32 src_identity)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+	struct cw_endpoint_key key = {};
+	struct cw_endpoint_info *dst;
+	__u8 dst_pod_mac[ETH_ALEN], dst_host_mac[ETH_ALEN];
+	__u32 ifindex;
+
+	if ((void *)(ip + 1) > data_end)
+		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_INGRESS);
+	if (ip->version != 4 || ip->ihl < 5)
+		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_INGRESS);
+
+	key.ip4 = ip->daddr;
+	dst = bpf_map_lookup_elem(&cw_endpoints, &key);
+	if (!dst) {
+		/*
+		 * The node itself, or a pod whose endpoint entry is not
+		 * written yet: the host stack routes it.  The inner
+		 * destination MAC is the sending pod's gateway, not this
+		 * device's, so the frame arrived as PACKET_OTHERHOST, which
+		 * IP input discards.
+		 */
+		bpf_skb_change_type(skb, PACKET_HOST);
+		cw_count(skb, CW_REASON_FORWARDED, CW_DIR_INGRESS);
+		return TC_ACT_OK;
+	}
+
+	/*
+	 * src_identity is the input of ingress policy.  Policy is enforced in
+	 * to_container, for local and remote senders alike, so the identity
+	 * will travel with the redirected skb to be looked up there against
+	 * (endpoint, identity, port, protocol).  Nothing consumes it yet.
+	 */
+	(void)src_identity;
+
+	if (ip->ttl <= 1)
+		return cw_drop(skb, -CW_DROP_TTL_EXCEEDED, CW_DIR_INGRESS);
+
+	/* Copy out before skb helpers invalidate packet pointers. */
+	ifindex = dst->ifindex;
+	cw_mac_copy(dst_pod_mac, dst->pod_mac);
+	cw_mac_copy(dst_host_mac, dst->host_mac);
+
+	if (cw_ipv4_dec_ttl(skb, ip) < 0)
+		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_INGRESS);
+	if (bpf_skb_store_bytes(skb, 0, dst_pod_mac, ETH_ALEN, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, dst_host_mac, ETH_ALEN, 0) < 0)
+		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_INGRESS);
+
+	/* to_container must not take this for a flow the stack forwarded. */
+	skb->mark |= CW_MARK_REDIRECTED;
+	cw_count(skb, CW_REASON_FORWARDED, CW_DIR_INGRESS);
+	return bpf_redirect(ifindex, 0);
+}
+
+SEC("tc")
+int from_overlay(struct __sk_buff *skb)
+{
+	void *data, *data_end;
+	struct bpf_tunnel_key tkey = {};
+	struct ethhdr *eth;
+
+	/*
+	 * Only an IPv4 underlay is set up (the device is created without
+	 * "remote"/"local" IPv6), so the key is read as IPv4; a packet
+	 * without metadata did not come through the device's receive path.
+	 */
+	if (bpf_skb_get_tunnel_key(skb, &tkey, sizeof(tkey), 0) < 0)
+		return cw_drop(skb, -CW_DROP_NO_TUNNEL_KEY, CW_DIR_INGRESS);
+
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_INGRESS);
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		return handle_ipv4_from_overlay(skb, tkey.tunnel_id);
+
+	/* from_container tunnels only IPv4; whatever else came is the stack's. */
+	cw_count(skb, CW_REASON_FORWARDED, CW_DIR_INGRESS);
+	return TC_ACT_OK;
+}
