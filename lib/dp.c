@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -22,10 +23,18 @@
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wcast-qual"
 #include "lxc.skel.h"
+#include "overlay.skel.h"
 #pragma GCC diagnostic pop
 
-static const char *const prog_pins[] = { CW_PIN_FROM_CONTAINER, CW_PIN_TO_CONTAINER };
-static const char *const map_pins[] = { CW_MAP_ENDPOINTS, CW_MAP_METRICS, CW_MAP_STACK_FLOWS };
+/*
+ * Every pin a current node has.  cw_dp_pinned() wants all of them, so the
+ * pins of an older release (fewer programs or maps) count as "not loaded"
+ * and the next load adds what is missing, adopting the maps that exist.
+ */
+static const char *const prog_pins[] = { CW_PIN_FROM_CONTAINER, CW_PIN_TO_CONTAINER,
+					 CW_PIN_FROM_OVERLAY };
+static const char *const map_pins[] = { CW_MAP_ENDPOINTS, CW_MAP_METRICS, CW_MAP_STACK_FLOWS,
+					CW_MAP_IPCACHE, CW_MAP_TUNNEL, CW_MAP_CONFIG };
 
 static bool on_bpffs(const char *path)
 {
@@ -147,30 +156,52 @@ static int pin_prog_atomic(struct bpf_program *prog, const char *root, const cha
 	return 0;
 }
 
+static int open_failed(const char *what)
+{
+	int err = errno ? -errno : -EINVAL;
+
+	pr_err("datapath: cannot open the BPF object %s: %s", what, strerror(-err));
+	return err;
+}
+
+/*
+ * Both objects declare the same maps pinned by name under @bpf_root: the
+ * first load creates (or adopts) and pins them, the second adopts them, so
+ * all programs share one instance of each.  Every program is loaded before
+ * any is pinned, so a verifier failure in one leaves the old set in place.
+ */
 static int load_locked(const char *bpf_root)
 {
 	LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = bpf_root);
-	struct lxc *skel = NULL;
+	struct lxc *lxc = NULL;
+	struct overlay *overlay = NULL;
 	int err;
 
-	skel = lxc__open_opts(&opts);
-	if (!skel) {
-		err = -errno;
-		pr_err("datapath: cannot open the BPF object: %s", strerror(-err));
-		return err ? err : -EINVAL;
+	lxc = lxc__open_opts(&opts);
+	if (!lxc)
+		return open_failed("lxc");
+	overlay = overlay__open_opts(&opts);
+	if (!overlay) {
+		err = open_failed("overlay");
+		goto cleanup;
 	}
-	err = lxc__load(skel);
+	err = lxc__load(lxc);
+	if (!err)
+		err = overlay__load(overlay);
 	if (err) {
 		pr_err("datapath: loading the BPF programs failed: %s", strerror(-err));
 		goto cleanup;
 	}
-	err = pin_prog_atomic(skel->progs.from_container, bpf_root, CW_PIN_FROM_CONTAINER);
+	err = pin_prog_atomic(lxc->progs.from_container, bpf_root, CW_PIN_FROM_CONTAINER);
 	if (!err)
-		err = pin_prog_atomic(skel->progs.to_container, bpf_root, CW_PIN_TO_CONTAINER);
+		err = pin_prog_atomic(lxc->progs.to_container, bpf_root, CW_PIN_TO_CONTAINER);
+	if (!err)
+		err = pin_prog_atomic(overlay->progs.from_overlay, bpf_root, CW_PIN_FROM_OVERLAY);
 	if (!err)
 		pr_info("datapath: programs loaded and pinned in %s", bpf_root);
 cleanup:
-	lxc__destroy(skel);
+	overlay__destroy(overlay);
+	lxc__destroy(lxc);
 	return err;
 }
 
@@ -215,8 +246,12 @@ void cw_dp_free(struct cw_dp *dp)
 		return;
 	cw_close(dp->prog_from_container);
 	cw_close(dp->prog_to_container);
+	cw_close(dp->prog_from_overlay);
 	cw_close(dp->map_endpoints);
 	cw_close(dp->map_metrics);
+	cw_close(dp->map_ipcache);
+	cw_close(dp->map_tunnel);
+	cw_close(dp->map_config);
 	free(dp);
 }
 
@@ -262,16 +297,25 @@ int cw_dp_open(const char *bpf_root, const char *lock_dir, bool load_if_missing,
 		err = -ENOMEM;
 		goto cleanup;
 	}
-	dp->prog_from_container = dp->prog_to_container = -1;
+	dp->prog_from_container = dp->prog_to_container = dp->prog_from_overlay = -1;
 	dp->map_endpoints = dp->map_metrics = -1;
+	dp->map_ipcache = dp->map_tunnel = dp->map_config = -1;
 	snprintf(dp->root, sizeof(dp->root), "%s", bpf_root);
 	err = open_pin(bpf_root, CW_PIN_FROM_CONTAINER, &dp->prog_from_container);
 	if (!err)
 		err = open_pin(bpf_root, CW_PIN_TO_CONTAINER, &dp->prog_to_container);
 	if (!err)
+		err = open_pin(bpf_root, CW_PIN_FROM_OVERLAY, &dp->prog_from_overlay);
+	if (!err)
 		err = open_pin(bpf_root, CW_MAP_ENDPOINTS, &dp->map_endpoints);
 	if (!err)
 		err = open_pin(bpf_root, CW_MAP_METRICS, &dp->map_metrics);
+	if (!err)
+		err = open_pin(bpf_root, CW_MAP_IPCACHE, &dp->map_ipcache);
+	if (!err)
+		err = open_pin(bpf_root, CW_MAP_TUNNEL, &dp->map_tunnel);
+	if (!err)
+		err = open_pin(bpf_root, CW_MAP_CONFIG, &dp->map_config);
 	if (err) {
 		pr_err("datapath: pinned programs/maps missing in %s: %s", bpf_root, strerror(-err));
 		goto cleanup;
@@ -367,6 +411,171 @@ int cw_ep_delete(const struct cw_dp *dp, __be32 ip4)
 	return 0;
 }
 
+/*
+ * LPM trie keys are written canonical (host bits cleared): the kernel stores
+ * the bits past the prefix as given and hands them back in a listing, so
+ * 10.1.2.3/24 and 10.1.2.0/24 would be one entry listed under two names.
+ */
+static int lpm_key(__be32 ip4, __u8 prefixlen, struct cw_lpm_key *key)
+{
+	if (prefixlen > 32)
+		return -EINVAL;
+	memset(key, 0, sizeof(*key));
+	key->prefixlen = prefixlen;
+	key->ip4 = prefixlen ? htonl(ntohl(ip4) & (~0U << (32 - prefixlen))) : 0;
+	return 0;
+}
+
+static int lpm_put(int fd, __be32 ip4, __u8 prefixlen, const void *value)
+{
+	struct cw_lpm_key key;
+	int err = lpm_key(ip4, prefixlen, &key);
+
+	if (err)
+		return err;
+	return bpf_map_update_elem(fd, &key, value, BPF_ANY) ? -errno : 0;
+}
+
+/*
+ * The entry of exactly @ip4/@prefixlen.  A trie lookup is a longest-prefix
+ * match, which would answer for a missing /32 with its covering /24, and a
+ * resync comparing wanted against present entries would then skip the
+ * write.  Exactness comes from BPF_MAP_GET_NEXT_KEY, which (bpf(2)) returns
+ * the first key when the given key is absent: a present key has a
+ * different successor than the first key, or none.
+ */
+static int lpm_get(int fd, __be32 ip4, __u8 prefixlen, void *value)
+{
+	struct cw_lpm_key key, next, first;
+	int err = lpm_key(ip4, prefixlen, &key);
+
+	if (err)
+		return err;
+	if (bpf_map_lookup_elem(fd, &key, value))
+		return -errno;
+	if (bpf_map_get_next_key(fd, &key, &next))
+		return errno == ENOENT ? 0 : -errno; /* @key is the last key */
+	if (bpf_map_get_next_key(fd, NULL, &first))
+		return -errno;
+	return memcmp(&next, &first, sizeof(next)) ? 0 : -ENOENT;
+}
+
+static int lpm_delete(int fd, __be32 ip4, __u8 prefixlen)
+{
+	struct cw_lpm_key key;
+	int err = lpm_key(ip4, prefixlen, &key);
+
+	if (err)
+		return err;
+	if (bpf_map_delete_elem(fd, &key) && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+/*
+ * Every key, most specific first (the trie's order).  The listing restarts
+ * from the first key when the previous one is deleted under it, so a map
+ * changing meanwhile could list forever: more keys than the map can hold
+ * means exactly that, and the caller may retry.
+ */
+static int lpm_keys(int fd, struct cw_lpm_key **keys, size_t *n)
+{
+	struct bpf_map_info info = {};
+	__u32 len = sizeof(info);
+	struct cw_lpm_key *out = NULL, *grown, *prev = NULL;
+	size_t count = 0, cap = 0;
+	int err = 0;
+
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		return -errno;
+	for (;;) {
+		if (count == cap) {
+			cap = cap ? cap * 2 : 64;
+			grown = realloc(out, cap * sizeof(*out));
+			if (!grown) {
+				err = -ENOMEM;
+				goto cleanup;
+			}
+			out = grown;
+			prev = count ? &out[count - 1] : NULL;
+		}
+		if (bpf_map_get_next_key(fd, prev, &out[count])) {
+			if (errno != ENOENT)
+				err = -errno;
+			break;
+		}
+		prev = &out[count++];
+		if (count > info.max_entries) {
+			err = -EAGAIN;
+			break;
+		}
+	}
+cleanup:
+	if (err) {
+		free(out);
+		return err;
+	}
+	*keys = out;
+	*n = count;
+	return 0;
+}
+
+int cw_ipcache_put(const struct cw_dp *dp, __be32 ip4, __u8 prefixlen,
+		   const struct cw_ipcache_info *info)
+{
+	return lpm_put(dp->map_ipcache, ip4, prefixlen, info);
+}
+
+int cw_ipcache_get(const struct cw_dp *dp, __be32 ip4, __u8 prefixlen, struct cw_ipcache_info *info)
+{
+	return lpm_get(dp->map_ipcache, ip4, prefixlen, info);
+}
+
+int cw_ipcache_delete(const struct cw_dp *dp, __be32 ip4, __u8 prefixlen)
+{
+	return lpm_delete(dp->map_ipcache, ip4, prefixlen);
+}
+
+int cw_ipcache_keys(const struct cw_dp *dp, struct cw_lpm_key **keys, size_t *n)
+{
+	return lpm_keys(dp->map_ipcache, keys, n);
+}
+
+int cw_tunnel_put(const struct cw_dp *dp, __be32 ip4, __u8 prefixlen,
+		  const struct cw_tunnel_info *info)
+{
+	return lpm_put(dp->map_tunnel, ip4, prefixlen, info);
+}
+
+int cw_tunnel_get(const struct cw_dp *dp, __be32 ip4, __u8 prefixlen, struct cw_tunnel_info *info)
+{
+	return lpm_get(dp->map_tunnel, ip4, prefixlen, info);
+}
+
+int cw_tunnel_delete(const struct cw_dp *dp, __be32 ip4, __u8 prefixlen)
+{
+	return lpm_delete(dp->map_tunnel, ip4, prefixlen);
+}
+
+int cw_tunnel_keys(const struct cw_dp *dp, struct cw_lpm_key **keys, size_t *n)
+{
+	return lpm_keys(dp->map_tunnel, keys, n);
+}
+
+int cw_config_put(const struct cw_dp *dp, const struct cw_config *cfg)
+{
+	__u32 zero = 0;
+
+	return bpf_map_update_elem(dp->map_config, &zero, cfg, BPF_ANY) ? -errno : 0;
+}
+
+int cw_config_get(const struct cw_dp *dp, struct cw_config *cfg)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(dp->map_config, &zero, cfg) ? -errno : 0;
+}
+
 int cw_metrics_sum(int map_fd, const struct cw_metrics_key *key, struct cw_metrics_value *out)
 {
 	int ncpu = libbpf_num_possible_cpus();
@@ -403,6 +612,9 @@ const char *cw_reason_name(unsigned int reason)
 	case CW_DROP_REDIRECT_FAILED: return "redirect failed";
 	case CW_DROP_FRAG_UNSUPPORTED: return "fragment not supported";
 	case CW_DROP_POLICY_DENIED: return "policy denied";
+	case CW_DROP_NO_TUNNEL_KEY: return "no tunnel metadata";
+	case CW_DROP_TUNNEL_FAILED: return "tunnel key refused";
+	case CW_DROP_NO_TUNNEL_DEV: return "no tunnel device";
 	default: return "unknown reason";
 	}
 }

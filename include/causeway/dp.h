@@ -1,20 +1,26 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * User-space access to a node's pinned datapath: load-and-pin under a lock,
- * open the pins, tc attach/query, endpoint and metrics map access.
+ * open the pins, tc attach/query, endpoint, ipcache, tunnel, config and
+ * metrics map access.
  */
 #ifndef CAUSEWAY_DP_H
 #define CAUSEWAY_DP_H
 
 #include <limits.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <causeway/datapath.h>
 
 struct cw_dp {
 	int prog_from_container;
 	int prog_to_container;
+	int prog_from_overlay;
 	int map_endpoints;
 	int map_metrics;
+	int map_ipcache;
+	int map_tunnel;
+	int map_config;
 	char root[PATH_MAX];
 };
 
@@ -49,6 +55,33 @@ int cw_ep_put(const struct cw_dp *dp, __be32 ip4, const struct cw_endpoint_info 
 int cw_ep_get(const struct cw_dp *dp, __be32 ip4, struct cw_endpoint_info *info);
 /* 0 when deleted or absent. */
 int cw_ep_delete(const struct cw_dp *dp, __be32 ip4);
+
+/*
+ * ipcache and tunnel entries by prefix.  Keys are stored with the host bits
+ * cleared; get is an exact-prefix read (not the datapath's longest-prefix
+ * match), -ENOENT when that very prefix is absent; delete returns 0 when
+ * deleted or absent; a prefixlen above 32 is -EINVAL.
+ */
+int cw_ipcache_put(const struct cw_dp *dp, __be32 ip4, __u8 prefixlen,
+		   const struct cw_ipcache_info *info);
+int cw_ipcache_get(const struct cw_dp *dp, __be32 ip4, __u8 prefixlen, struct cw_ipcache_info *info);
+int cw_ipcache_delete(const struct cw_dp *dp, __be32 ip4, __u8 prefixlen);
+int cw_tunnel_put(const struct cw_dp *dp, __be32 ip4, __u8 prefixlen,
+		  const struct cw_tunnel_info *info);
+int cw_tunnel_get(const struct cw_dp *dp, __be32 ip4, __u8 prefixlen, struct cw_tunnel_info *info);
+int cw_tunnel_delete(const struct cw_dp *dp, __be32 ip4, __u8 prefixlen);
+
+/*
+ * Every key of the map, for a resync that lists, writes differences and
+ * deletes the rest.  *keys (free() it) holds *n keys, most specific first;
+ * -EAGAIN when the map kept changing during the listing.
+ */
+int cw_ipcache_keys(const struct cw_dp *dp, struct cw_lpm_key **keys, size_t *n);
+int cw_tunnel_keys(const struct cw_dp *dp, struct cw_lpm_key **keys, size_t *n);
+
+/* The node-wide settings (the config map's only entry). */
+int cw_config_put(const struct cw_dp *dp, const struct cw_config *cfg);
+int cw_config_get(const struct cw_dp *dp, struct cw_config *cfg);
 
 /* Sum one metrics key over all CPUs. */
 int cw_metrics_sum(int map_fd, const struct cw_metrics_key *key, struct cw_metrics_value *out);
