@@ -11,6 +11,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <linux/btf.h>
 #include <linux/pkt_cls.h>
@@ -24,6 +25,7 @@
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wcast-qual"
 #include "lxc.skel.h"
+#include "overlay.skel.h"
 #pragma GCC diagnostic pop
 
 #define MEMBER(type, m) { #m, offsetof(struct type, m), sizeof(((struct type *)0)->m) }
@@ -55,6 +57,16 @@ static const struct layout layouts[] = {
 	{ "cw_flow_key", sizeof(struct cw_flow_key), 16,
 	  { MEMBER(cw_flow_key, saddr), MEMBER(cw_flow_key, daddr), MEMBER(cw_flow_key, sport),
 	    MEMBER(cw_flow_key, dport), MEMBER(cw_flow_key, proto), MEMBER(cw_flow_key, pad) }, 6 },
+	{ "cw_lpm_key", sizeof(struct cw_lpm_key), 8,
+	  { MEMBER(cw_lpm_key, prefixlen), MEMBER(cw_lpm_key, ip4) }, 2 },
+	{ "cw_ipcache_info", sizeof(struct cw_ipcache_info), 12,
+	  { MEMBER(cw_ipcache_info, identity), MEMBER(cw_ipcache_info, tunnel_ip),
+	    MEMBER(cw_ipcache_info, cluster_id), MEMBER(cw_ipcache_info, flags) }, 4 },
+	{ "cw_tunnel_info", sizeof(struct cw_tunnel_info), 8,
+	  { MEMBER(cw_tunnel_info, node_ip), MEMBER(cw_tunnel_info, flags) }, 2 },
+	{ "cw_config", sizeof(struct cw_config), 16,
+	  { MEMBER(cw_config, vxlan_ifindex), MEMBER(cw_config, node_ip), MEMBER(cw_config, cluster_id),
+	    MEMBER(cw_config, flags), MEMBER(cw_config, pad) }, 5 },
 };
 
 /* Explicit offsets: a reordering that keeps the size must fail too. */
@@ -78,29 +90,58 @@ static void test_user_space_offsets(void **state)
 	assert_int_equal(offsetof(struct cw_flow_key, dport), 10);
 	assert_int_equal(offsetof(struct cw_flow_key, proto), 12);
 	assert_int_equal(offsetof(struct cw_flow_key, pad), 13);
+	/* the trie reads prefixlen first, then the address bytes (kernel ABI) */
+	assert_int_equal(offsetof(struct cw_lpm_key, prefixlen), 0);
+	assert_int_equal(offsetof(struct cw_lpm_key, ip4), 4);
+	assert_int_equal(offsetof(struct cw_ipcache_info, tunnel_ip), 4);
+	assert_int_equal(offsetof(struct cw_ipcache_info, cluster_id), 8);
+	assert_int_equal(offsetof(struct cw_ipcache_info, flags), 10);
+	assert_int_equal(offsetof(struct cw_tunnel_info, flags), 4);
+	assert_int_equal(offsetof(struct cw_config, node_ip), 4);
+	assert_int_equal(offsetof(struct cw_config, cluster_id), 8);
+	assert_int_equal(offsetof(struct cw_config, flags), 10);
+	assert_int_equal(offsetof(struct cw_config, pad), 12);
+}
+
+/* Both objects, which share every map through their pins. */
+struct objs {
+	struct lxc *lxc;
+	struct overlay *overlay;
+};
+
+static int close_obj(void **state)
+{
+	struct objs *o = *state;
+
+	if (o) {
+		overlay__destroy(o->overlay);
+		lxc__destroy(o->lxc);
+		free(o);
+	}
+	return 0;
 }
 
 static int open_obj(void **state)
 {
-	struct lxc *skel = lxc__open();
+	struct objs *o = calloc(1, sizeof(*o));
 
 	/* opening parses the ELF and its BTF; nothing is loaded or pinned */
-	if (!skel)
+	*state = o;
+	if (!o)
 		return -1;
-	*state = skel;
+	o->lxc = lxc__open();
+	o->overlay = overlay__open();
+	if (!o->lxc || !o->overlay) {
+		close_obj(state);
+		*state = NULL;
+		return -1;
+	}
 	return 0;
 }
 
-static int close_obj(void **state)
+static void btf_matches(struct bpf_object *obj)
 {
-	lxc__destroy(*state);
-	return 0;
-}
-
-static void test_btf_matches(void **state)
-{
-	struct lxc *skel = *state;
-	struct btf *btf = bpf_object__btf(skel->obj);
+	struct btf *btf = bpf_object__btf(obj);
 
 	assert_non_null(btf);
 	for (size_t i = 0; i < sizeof(layouts) / sizeof(layouts[0]); i++) {
@@ -110,7 +151,7 @@ static void test_btf_matches(void **state)
 		const struct btf_member *m;
 
 		if (id <= 0)
-			fail_msg("struct %s is not in the object's BTF", l->name);
+			fail_msg("struct %s is not in the BTF of %s", l->name, bpf_object__name(obj));
 		tp = btf__type_by_id(btf, (__u32)id);
 		if (tp->size != l->size)
 			fail_msg("struct %s: BPF size %u, user space %zu", l->name, tp->size, l->size);
@@ -136,10 +177,49 @@ static void test_btf_matches(void **state)
 	}
 }
 
+static void test_btf_matches(void **state)
+{
+	struct objs *o = *state;
+
+	btf_matches(o->lxc->obj);
+	btf_matches(o->overlay->obj);
+}
+
+static void assert_map(struct bpf_map *m, const char *name, enum bpf_map_type type, size_t key_size,
+		       size_t value_size, __u32 max_entries, __u32 flags)
+{
+	if (strcmp(bpf_map__name(m), name) != 0)
+		fail_msg("map %s, expected %s", bpf_map__name(m), name);
+	if (bpf_map__type(m) != type || bpf_map__key_size(m) != key_size ||
+	    bpf_map__value_size(m) != value_size || bpf_map__max_entries(m) != max_entries ||
+	    bpf_map__map_flags(m) != flags)
+		fail_msg("map %s: type %d key %u value %u max %u flags %#x; expected %d %zu %zu %u %#x",
+			 name, bpf_map__type(m), bpf_map__key_size(m), bpf_map__value_size(m),
+			 bpf_map__max_entries(m), bpf_map__map_flags(m), type, key_size, value_size,
+			 max_entries, flags);
+	/* pinned by name: the pin names user space opens are the map names */
+	if (!bpf_map__pin_path(m))
+		fail_msg("map %s is not pinned by name", name);
+}
+
+/* The cross-node maps, identical in both objects: a second object's map
+ * that differed from the pinned one would be refused at load. */
+static void tunnel_maps(struct bpf_map *ipcache, struct bpf_map *tunnel, struct bpf_map *config)
+{
+	assert_map(ipcache, CW_MAP_IPCACHE, BPF_MAP_TYPE_LPM_TRIE, sizeof(struct cw_lpm_key),
+		   sizeof(struct cw_ipcache_info), CW_MAX_IPCACHE, BPF_F_NO_PREALLOC);
+	assert_map(tunnel, CW_MAP_TUNNEL, BPF_MAP_TYPE_LPM_TRIE, sizeof(struct cw_lpm_key),
+		   sizeof(struct cw_tunnel_info), CW_MAX_TUNNELS, BPF_F_NO_PREALLOC);
+	assert_map(config, CW_MAP_CONFIG, BPF_MAP_TYPE_ARRAY, sizeof(__u32), sizeof(struct cw_config),
+		   1, 0);
+}
+
 /* The maps carry the structs the header names, with the header's limits. */
 static void test_maps(void **state)
 {
-	struct lxc *skel = *state;
+	struct objs *o = *state;
+	struct lxc *skel = o->lxc;
+	struct overlay *ov = o->overlay;
 
 	assert_string_equal(bpf_map__name(skel->maps.cw_endpoints), CW_MAP_ENDPOINTS);
 	assert_int_equal(bpf_map__type(skel->maps.cw_endpoints), BPF_MAP_TYPE_HASH);
@@ -164,6 +244,18 @@ static void test_maps(void **state)
 	assert_string_equal(bpf_program__name(skel->progs.to_container), CW_PIN_TO_CONTAINER);
 	assert_int_equal(bpf_program__type(skel->progs.from_container), BPF_PROG_TYPE_SCHED_CLS);
 	assert_int_equal(bpf_program__type(skel->progs.to_container), BPF_PROG_TYPE_SCHED_CLS);
+
+	tunnel_maps(skel->maps.cw_ipcache, skel->maps.cw_tunnel, skel->maps.cw_config);
+	tunnel_maps(ov->maps.cw_ipcache, ov->maps.cw_tunnel, ov->maps.cw_config);
+	assert_map(ov->maps.cw_endpoints, CW_MAP_ENDPOINTS, BPF_MAP_TYPE_HASH,
+		   sizeof(struct cw_endpoint_key), sizeof(struct cw_endpoint_info), CW_MAX_ENDPOINTS,
+		   BPF_F_NO_PREALLOC);
+	assert_map(ov->maps.cw_metrics, CW_MAP_METRICS, BPF_MAP_TYPE_PERCPU_HASH,
+		   sizeof(struct cw_metrics_key), sizeof(struct cw_metrics_value), CW_MAX_METRICS, 0);
+	assert_map(ov->maps.cw_stack_flows, CW_MAP_STACK_FLOWS, BPF_MAP_TYPE_LRU_HASH,
+		   sizeof(struct cw_flow_key), sizeof(__u8), CW_MAX_STACK_FLOWS, 0);
+	assert_string_equal(bpf_program__name(ov->progs.from_overlay), CW_PIN_FROM_OVERLAY);
+	assert_int_equal(bpf_program__type(ov->progs.from_overlay), BPF_PROG_TYPE_SCHED_CLS);
 }
 
 /* Drop reasons live apart from TC_ACT_* verdicts and fit the u8 key field,

@@ -1,10 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * bpf/lxc.bpf.c under BPF_PROG_RUN: crafted frames through from_container and
- * to_container, asserting the verdict, the rewritten frame, skb->mark, the
- * per-reason counters and the stack-flow map.  Runs in a private network
- * namespace (lo is ifindex 1 there, and a veth pair gives a second device),
- * with the maps unpinned, so it leaves nothing behind on the host.
+ * bpf/lxc.bpf.c and bpf/overlay.bpf.c under BPF_PROG_RUN: crafted frames
+ * through from_container, to_container and from_overlay, asserting the
+ * verdict, the rewritten frame, skb->mark, the per-reason counters, the
+ * stack-flow map and the tunnel decision; and the ipcache, tunnel and config
+ * accessors of lib/dp.c.  Runs in a private network namespace (lo is ifindex
+ * 1 there, and a veth pair gives a second device), with the maps unpinned,
+ * so it leaves nothing behind on the host.
+ *
+ * BPF_PROG_RUN does not perform a redirect, and a packet it runs carries no
+ * tunnel metadata, so what the VXLAN device does with the key and what
+ * from_overlay does past bpf_skb_get_tunnel_key is tested on real devices by
+ * test/bpf/tunnel_netns.py.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,6 +40,7 @@
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wcast-qual"
 #include "lxc.skel.h"
+#include "overlay.skel.h"
 #pragma GCC diagnostic pop
 
 #define VETH "cwtestveth0"
@@ -53,8 +61,9 @@ struct pod {
 /* The test's one fixture: the loaded object and two local pods. */
 static struct {
 	struct lxc *skel;
+	struct overlay *overlay;
 	struct cw_dp dp;
-	int from_fd, to_fd, flows_fd;
+	int from_fd, to_fd, flows_fd, overlay_fd;
 	int veth_ifindex;
 	struct pod a, b;
 } t;
@@ -125,12 +134,41 @@ static int group_setup(void **state)
 			return -1;
 		}
 	}
+
+	/* from_overlay shares lxc's maps, as the pins make it share them on a node */
+	t.overlay = overlay__open();
+	if (!t.overlay)
+		return -1;
+	bpf_object__for_each_map(map, t.overlay->obj) {
+		struct bpf_map *own = bpf_object__find_map_by_name(t.skel->obj, bpf_map__name(map));
+
+		if (!own || bpf_map__reuse_fd(map, bpf_map__fd(own)) ||
+		    bpf_map__set_pin_path(map, NULL))
+			return -1;
+	}
+	if (overlay__load(t.overlay)) {
+		fprintf(stderr, "test_lxc: loading from_overlay failed\n");
+		return -1;
+	}
+	n = 0;
+	bpf_object__for_each_map(map, t.skel->obj) {
+		if (pin_exists(bpf_map__name(map)) != had_pin[n++]) {
+			fprintf(stderr, "test_lxc: loading from_overlay pinned %s\n", bpf_map__name(map));
+			return -1;
+		}
+	}
+
 	t.from_fd = bpf_program__fd(t.skel->progs.from_container);
 	t.to_fd = bpf_program__fd(t.skel->progs.to_container);
+	t.overlay_fd = bpf_program__fd(t.overlay->progs.from_overlay);
 	t.dp.prog_from_container = t.from_fd;
 	t.dp.prog_to_container = t.to_fd;
+	t.dp.prog_from_overlay = t.overlay_fd;
 	t.dp.map_endpoints = bpf_map__fd(t.skel->maps.cw_endpoints);
 	t.dp.map_metrics = bpf_map__fd(t.skel->maps.cw_metrics);
+	t.dp.map_ipcache = bpf_map__fd(t.skel->maps.cw_ipcache);
+	t.dp.map_tunnel = bpf_map__fd(t.skel->maps.cw_tunnel);
+	t.dp.map_config = bpf_map__fd(t.skel->maps.cw_config);
 	t.flows_fd = bpf_map__fd(t.skel->maps.cw_stack_flows);
 
 	/* pod A's host veth is lo (ifindex 1), pod B's the test veth */
@@ -154,6 +192,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
 	(void)state;
+	overlay__destroy(t.overlay);
 	lxc__destroy(t.skel);
 	/* the namespace goes with the process; delete the pair anyway */
 	if (t.veth_ifindex > 1 && system("ip link del " VETH) != 0)
@@ -822,6 +861,389 @@ static void test_stack_flow_only_local_sources(void **state)
 	assert_int_equal(flows_count(), 0);
 }
 
+/* --- cross-node: ipcache, tunnel map, config --- */
+
+#define NODE_IP   "192.168.77.1"
+#define REMOTE_IP "192.168.77.2"
+
+static void ipcache_put(const char *ip, __u8 plen, __u32 identity, const char *tunnel_ip)
+{
+	struct cw_ipcache_info info = { .identity = identity, .tunnel_ip = tunnel_ip ? ip4(tunnel_ip) : 0 };
+
+	assert_int_equal(cw_ipcache_put(&t.dp, ip4(ip), plen, &info), 0);
+}
+
+static void tunnel_put(const char *cidr_ip, __u8 plen, const char *node_ip)
+{
+	struct cw_tunnel_info info = { .node_ip = ip4(node_ip) };
+
+	assert_int_equal(cw_tunnel_put(&t.dp, ip4(cidr_ip), plen, &info), 0);
+}
+
+/* vxlan_ifindex 0 is "no tunnel device"; any other value is where a tunnelled
+ * packet is redirected (BPF_PROG_RUN only reports the verdict). */
+static void config_set(__u32 vxlan_ifindex)
+{
+	struct cw_config cfg = { .vxlan_ifindex = vxlan_ifindex, .node_ip = ip4(NODE_IP) };
+
+	assert_int_equal(cw_config_put(&t.dp, &cfg), 0);
+}
+
+static size_t lpm_count(int (*keys)(const struct cw_dp *, struct cw_lpm_key **, size_t *))
+{
+	struct cw_lpm_key *k = NULL;
+	size_t n = 0;
+
+	assert_int_equal(keys(&t.dp, &k, &n), 0);
+	free(k);
+	return n;
+}
+
+/* Every cross-node test leaves the maps as it found them: empty, no device. */
+static int tunnel_teardown(void **state)
+{
+	struct cw_lpm_key *k = NULL;
+	size_t n = 0;
+
+	(void)state;
+	if (cw_ipcache_keys(&t.dp, &k, &n))
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		if (cw_ipcache_delete(&t.dp, k[i].ip4, (__u8)k[i].prefixlen))
+			return -1;
+	free(k);
+	k = NULL;
+	if (cw_tunnel_keys(&t.dp, &k, &n))
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		if (cw_tunnel_delete(&t.dp, k[i].ip4, (__u8)k[i].prefixlen))
+			return -1;
+	free(k);
+	config_set(0);
+	return 0;
+}
+
+/* A tunnel route and no VXLAN device: dropped and counted, not leaked to the stack. */
+static void test_tunnel_without_device(void **state)
+{
+	struct snapshot before;
+	struct pkt in;
+	struct run r;
+
+	(void)state;
+	config_set(0);
+	ipcache_put("10.2.0.5", 32, 4242, REMOTE_IP);
+	build(&in, mac_a_pod, mac_a_host, t.a.ip, "10.2.0.5", 64);
+	snap(&before);
+	r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
+	assert_int_equal(r.err, 0);
+	assert_int_equal(r.retval, TC_ACT_SHOT);
+	assert_counted(&before, CW_DROP_NO_TUNNEL_DEV, CW_DIR_EGRESS, sizeof(in));
+
+	/* the same through the tunnel map alone */
+	assert_int_equal(cw_ipcache_delete(&t.dp, ip4("10.2.0.5"), 32), 0);
+	tunnel_put("10.2.0.0", 24, REMOTE_IP);
+	snap(&before);
+	r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
+	assert_int_equal(r.retval, TC_ACT_SHOT);
+	assert_counted(&before, CW_DROP_NO_TUNNEL_DEV, CW_DIR_EGRESS, sizeof(in));
+}
+
+/* Known to the ipcache but not tunnelled (native routing): the host stack's,
+ * untouched, TTL included. */
+static void test_native_goes_to_stack(void **state)
+{
+	struct snapshot before;
+	struct pkt in;
+	struct run r;
+
+	(void)state;
+	config_set((__u32)t.veth_ifindex);
+	ipcache_put("10.3.0.5", 32, 4242, NULL);
+	tunnel_put("10.2.0.0", 24, REMOTE_IP); /* another CIDR's route */
+	for (int ttl = 64; ttl >= 1; ttl -= 63) {
+		build(&in, mac_a_pod, mac_a_host, t.a.ip, "10.3.0.5", (uint8_t)ttl);
+		snap(&before);
+		r = run_mark(t.from_fd, &in, sizeof(in), t.a.info.ifindex, 0x4001);
+		assert_int_equal(r.err, 0);
+		assert_int_equal(r.retval, TC_ACT_OK);
+		assert_int_equal(r.out_len, sizeof(in));
+		assert_memory_equal(r.out, &in, sizeof(in));
+		assert_int_equal(r.mark, 0x4001);
+		assert_counted(&before, CW_REASON_FORWARDED, CW_DIR_EGRESS, sizeof(in));
+	}
+}
+
+/* With a device: one routing hop (TTL - 1, valid checksum), L2 and mark kept
+ * (the VXLAN device encapsulates the frame as it is), redirected. */
+static void test_tunnel_redirect(void **state)
+{
+	struct snapshot before;
+	struct pkt in, want;
+	struct run r;
+
+	(void)state;
+	config_set((__u32)t.veth_ifindex);
+	ipcache_put("10.2.0.5", 32, 4242, REMOTE_IP);
+	for (int ttl = 2; ttl <= 255; ttl += 31) {
+		build(&in, mac_a_pod, mac_a_host, t.a.ip, "10.2.0.5", (uint8_t)ttl);
+		snap(&before);
+		r = run_mark(t.from_fd, &in, sizeof(in), t.a.info.ifindex, 0x4001);
+		assert_int_equal(r.err, 0);
+		assert_int_equal(r.retval, TC_ACT_REDIRECT);
+		assert_int_equal(r.out_len, sizeof(in));
+		want = in;
+		want.ip.ttl = (uint8_t)(ttl - 1);
+		want.ip.check = ((struct pkt *)r.out)->ip.check;
+		assert_memory_equal(r.out, &want, sizeof(want));
+		assert_int_equal(csum_fold(r.out + ETH_HLEN, sizeof(struct iphdr)), 0xffff);
+		assert_int_equal(r.mark, 0x4001);
+		assert_counted(&before, CW_REASON_FORWARDED, CW_DIR_EGRESS, sizeof(in));
+	}
+
+	/* the node is a hop: a TTL that would reach zero is dropped here */
+	for (int ttl = 0; ttl <= 1; ttl++) {
+		build(&in, mac_a_pod, mac_a_host, t.a.ip, "10.2.0.5", (uint8_t)ttl);
+		snap(&before);
+		r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
+		assert_int_equal(r.retval, TC_ACT_SHOT);
+		assert_counted(&before, CW_DROP_TTL_EXCEEDED, CW_DIR_EGRESS, sizeof(in));
+	}
+
+	/* 0.0.0.0 has no identity to put in the VNI: the stack's, as before */
+	build(&in, mac_a_pod, mac_a_host, "0.0.0.0", "10.2.0.5", 64);
+	r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
+	assert_int_equal(r.retval, TC_ACT_OK);
+	assert_memory_equal(r.out, &in, sizeof(in));
+
+	/* a spoofed source is still refused before any tunnel decision */
+	build(&in, mac_a_pod, mac_a_host, "10.1.0.99", "10.2.0.5", 64);
+	snap(&before);
+	r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
+	assert_int_equal(r.retval, TC_ACT_SHOT);
+	assert_counted(&before, CW_DROP_INVALID_SOURCE, CW_DIR_EGRESS, sizeof(in));
+
+	/* a local destination is never tunnelled, whatever the ipcache says */
+	ipcache_put(t.b.ip, 32, 4242, REMOTE_IP);
+	build(&in, mac_a_pod, mac_a_host, t.a.ip, t.b.ip, 64);
+	r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
+	assert_int_equal(r.retval, TC_ACT_REDIRECT);
+	assert_memory_equal(((struct pkt *)r.out)->eth.h_dest, mac_b_pod, 6);
+	assert_int_equal(r.mark, CW_MARK_REDIRECTED);
+}
+
+/* from_container's verdict for @dst from pod A (TTL 64). */
+static __u32 verdict_for(const char *dst)
+{
+	struct pkt in;
+	struct run r;
+
+	build(&in, mac_a_pod, mac_a_host, t.a.ip, dst, 64);
+	r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
+	assert_int_equal(r.err, 0);
+	return r.retval;
+}
+
+/*
+ * Which entry decides.  Without a device a tunnel target shows as SHOT
+ * (NO_TUNNEL_DEV) and no target as OK, which tells the cases apart.  Which
+ * of two targets won (ipcache /32 over a tunnel /24 pointing elsewhere)
+ * shows only on the wire: tunnel_netns.py checks that.
+ */
+static void test_lpm_precedence(void **state)
+{
+	(void)state;
+	config_set(0);
+
+	/* tunnel /24 alone: tunnelled; outside it: the stack's */
+	tunnel_put("10.4.0.0", 24, REMOTE_IP);
+	assert_int_equal(verdict_for("10.4.0.9"), TC_ACT_SHOT);
+	assert_int_equal(verdict_for("10.4.1.9"), TC_ACT_OK);
+
+	/* an ipcache /32 without a tunnel endpoint does not hide the CIDR route */
+	ipcache_put("10.4.0.9", 32, 4242, NULL);
+	assert_int_equal(verdict_for("10.4.0.9"), TC_ACT_SHOT);
+
+	/* a /32 ipcache entry with one tunnels although no tunnel route covers it */
+	ipcache_put("10.4.1.9", 32, 4242, REMOTE_IP);
+	assert_int_equal(verdict_for("10.4.1.9"), TC_ACT_SHOT);
+	assert_int_equal(verdict_for("10.4.1.10"), TC_ACT_OK);
+
+	/* within the ipcache the longest prefix wins, both ways */
+	ipcache_put("10.5.0.0", 24, 4243, REMOTE_IP);
+	ipcache_put("10.5.0.9", 32, 4244, NULL);
+	assert_int_equal(verdict_for("10.5.0.9"), TC_ACT_OK);
+	assert_int_equal(verdict_for("10.5.0.10"), TC_ACT_SHOT);
+	ipcache_put("10.6.0.0", 16, 4243, NULL);
+	ipcache_put("10.6.7.0", 24, 4244, REMOTE_IP);
+	assert_int_equal(verdict_for("10.6.7.1"), TC_ACT_SHOT);
+	assert_int_equal(verdict_for("10.6.8.1"), TC_ACT_OK);
+
+	/* and within the tunnel map */
+	tunnel_put("10.7.0.0", 16, REMOTE_IP);
+	assert_int_equal(verdict_for("10.7.200.1"), TC_ACT_SHOT);
+	tunnel_put("10.8.0.0", 16, REMOTE_IP);
+	assert_int_equal(cw_tunnel_delete(&t.dp, ip4("10.8.0.0"), 16), 0);
+	assert_int_equal(verdict_for("10.8.0.1"), TC_ACT_OK);
+
+	/* a default route in the tunnel map catches everything else */
+	tunnel_put("0.0.0.0", 0, REMOTE_IP);
+	assert_int_equal(verdict_for("8.8.8.8"), TC_ACT_SHOT);
+	assert_int_equal(cw_tunnel_delete(&t.dp, 0, 0), 0);
+	assert_int_equal(verdict_for("8.8.8.8"), TC_ACT_OK);
+}
+
+/* Whatever reaches from_overlay without tunnel metadata did not come through
+ * the VXLAN device: dropped and counted. */
+static void test_overlay_needs_tunnel_key(void **state)
+{
+	struct snapshot before;
+	struct pkt in;
+	struct run r;
+
+	(void)state;
+	build(&in, mac_a_host, mac_a_pod, "10.2.0.5", t.a.ip, 63);
+	snap(&before);
+	r = run_prog(t.overlay_fd, &in, sizeof(in), t.veth_ifindex);
+	assert_int_equal(r.err, 0);
+	assert_int_equal(r.retval, TC_ACT_SHOT);
+	assert_counted(&before, CW_DROP_NO_TUNNEL_KEY, CW_DIR_INGRESS, sizeof(in));
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+	const struct cw_lpm_key *x = a, *y = b;
+
+	if (x->prefixlen != y->prefixlen)
+		return x->prefixlen < y->prefixlen ? -1 : 1;
+	return memcmp(&x->ip4, &y->ip4, sizeof(x->ip4));
+}
+
+/* The listing holds exactly @want (any order). */
+static void assert_keys(int (*keys)(const struct cw_dp *, struct cw_lpm_key **, size_t *),
+			const struct cw_lpm_key *want, size_t n_want)
+{
+	struct cw_lpm_key *got = NULL, sorted[16];
+	size_t n = 0;
+
+	assert_int_equal(keys(&t.dp, &got, &n), 0);
+	assert_int_equal(n, n_want);
+	assert_true(n_want <= 16);
+	memcpy(sorted, want, n_want * sizeof(*want));
+	qsort(sorted, n_want, sizeof(*sorted), cmp_key);
+	if (n)
+		qsort(got, n, sizeof(*got), cmp_key);
+	for (size_t i = 0; i < n; i++)
+		if (cmp_key(&got[i], &sorted[i]))
+			fail_msg("key %zu: listed %08x/%u, expected %08x/%u", i, ntohl(got[i].ip4),
+				 got[i].prefixlen, ntohl(sorted[i].ip4), sorted[i].prefixlen);
+	free(got);
+}
+
+static struct cw_lpm_key lpm(const char *ip, __u32 plen)
+{
+	struct cw_lpm_key k = { .prefixlen = plen, .ip4 = ip4(ip) };
+
+	return k;
+}
+
+static void test_ipcache_accessors(void **state)
+{
+	struct cw_ipcache_info in = { .identity = 0x123456, .tunnel_ip = ip4(REMOTE_IP),
+				      .cluster_id = 7, .flags = 0x3 }, out;
+	const struct cw_lpm_key want[] = { lpm("10.9.0.0", 16), lpm("10.9.1.0", 24),
+					   lpm("10.9.1.5", 32), lpm("0.0.0.0", 0) };
+
+	(void)state;
+	assert_int_equal(lpm_count(cw_ipcache_keys), 0);
+	assert_int_equal(cw_ipcache_get(&t.dp, ip4("10.9.1.5"), 32, &out), -ENOENT);
+
+	/* host bits are cleared on the way in: one entry, listed canonically */
+	assert_int_equal(cw_ipcache_put(&t.dp, ip4("10.9.1.77"), 24, &in), 0);
+	assert_int_equal(cw_ipcache_get(&t.dp, ip4("10.9.1.0"), 24, &out), 0);
+	assert_memory_equal(&out, &in, sizeof(in));
+	assert_int_equal(cw_ipcache_get(&t.dp, ip4("10.9.1.200"), 24, &out), 0);
+	in.identity = 99;
+	assert_int_equal(cw_ipcache_put(&t.dp, ip4("10.9.1.0"), 24, &in), 0);
+	assert_keys(cw_ipcache_keys, want + 1, 1);
+
+	/* get is exact: a covering /24 does not answer for a missing /32 or /25 */
+	assert_int_equal(cw_ipcache_get(&t.dp, ip4("10.9.1.5"), 32, &out), -ENOENT);
+	assert_int_equal(cw_ipcache_get(&t.dp, ip4("10.9.1.0"), 25, &out), -ENOENT);
+	/* nor a more specific entry for a shorter prefix */
+	assert_int_equal(cw_ipcache_get(&t.dp, ip4("10.9.0.0"), 16, &out), -ENOENT);
+
+	in.identity = 1;
+	assert_int_equal(cw_ipcache_put(&t.dp, ip4("10.9.1.5"), 32, &in), 0);
+	in.identity = 2;
+	assert_int_equal(cw_ipcache_put(&t.dp, ip4("10.9.0.0"), 16, &in), 0);
+	in.identity = 3;
+	assert_int_equal(cw_ipcache_put(&t.dp, 0, 0, &in), 0);
+	assert_keys(cw_ipcache_keys, want, 4);
+	/* each exact, whichever place it has in the listing */
+	assert_int_equal(cw_ipcache_get(&t.dp, ip4("10.9.1.5"), 32, &out), 0);
+	assert_int_equal(out.identity, 1);
+	assert_int_equal(cw_ipcache_get(&t.dp, ip4("10.9.0.0"), 16, &out), 0);
+	assert_int_equal(out.identity, 2);
+	assert_int_equal(cw_ipcache_get(&t.dp, ip4("10.9.1.0"), 24, &out), 0);
+	assert_int_equal(out.identity, 99);
+	assert_int_equal(cw_ipcache_get(&t.dp, 0, 0, &out), 0);
+	assert_int_equal(out.identity, 3);
+	assert_int_equal(cw_ipcache_get(&t.dp, ip4("10.9.1.6"), 32, &out), -ENOENT);
+	assert_int_equal(cw_ipcache_get(&t.dp, ip4("10.9.2.0"), 24, &out), -ENOENT);
+
+	assert_int_equal(cw_ipcache_put(&t.dp, ip4("10.9.1.5"), 33, &in), -EINVAL);
+	assert_int_equal(cw_ipcache_get(&t.dp, ip4("10.9.1.5"), 33, &out), -EINVAL);
+	assert_int_equal(cw_ipcache_delete(&t.dp, ip4("10.9.1.5"), 33), -EINVAL);
+
+	/* delete is exact too, and deleting what is absent is not an error */
+	assert_int_equal(cw_ipcache_delete(&t.dp, ip4("10.9.1.6"), 32), 0);
+	assert_int_equal(cw_ipcache_delete(&t.dp, ip4("10.9.1.5"), 32), 0);
+	assert_int_equal(cw_ipcache_delete(&t.dp, ip4("10.9.1.5"), 32), 0);
+	assert_keys(cw_ipcache_keys, (const struct cw_lpm_key[]){ want[0], want[1], want[3] }, 3);
+	assert_int_equal(cw_ipcache_delete(&t.dp, ip4("10.9.1.9"), 24), 0);
+	assert_int_equal(cw_ipcache_delete(&t.dp, ip4("10.9.0.0"), 16), 0);
+	assert_int_equal(cw_ipcache_delete(&t.dp, 0, 0), 0);
+	assert_int_equal(lpm_count(cw_ipcache_keys), 0);
+}
+
+static void test_tunnel_and_config_accessors(void **state)
+{
+	struct cw_tunnel_info in = { .node_ip = ip4(REMOTE_IP), .flags = 1 }, out;
+	struct cw_config cfg = { .vxlan_ifindex = 7, .node_ip = ip4(NODE_IP), .cluster_id = 3,
+				 .flags = 2 }, got;
+	struct cw_lpm_key want[8];
+
+	(void)state;
+	for (int i = 0; i < 8; i++) {
+		char cidr[16];
+
+		snprintf(cidr, sizeof(cidr), "10.%d.0.0", 100 + i);
+		want[i] = lpm(cidr, 16);
+		in.flags = (__u32)i;
+		assert_int_equal(cw_tunnel_put(&t.dp, want[i].ip4, 16, &in), 0);
+	}
+	assert_keys(cw_tunnel_keys, want, 8);
+	for (int i = 0; i < 8; i++) {
+		assert_int_equal(cw_tunnel_get(&t.dp, want[i].ip4, 16, &out), 0);
+		assert_int_equal(out.flags, i);
+		assert_int_equal(out.node_ip, ip4(REMOTE_IP));
+		assert_int_equal(cw_tunnel_get(&t.dp, want[i].ip4, 24, &out), -ENOENT);
+	}
+	/* a resync deleting every listed key empties the map */
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(cw_tunnel_delete(&t.dp, want[i].ip4, 16), 0);
+	assert_int_equal(lpm_count(cw_tunnel_keys), 0);
+	assert_int_equal(cw_tunnel_get(&t.dp, want[0].ip4, 16, &out), -ENOENT);
+
+	/* config: one entry, all zero until written */
+	assert_int_equal(cw_config_get(&t.dp, &got), 0);
+	assert_int_equal(got.vxlan_ifindex, 0);
+	assert_int_equal(cw_config_put(&t.dp, &cfg), 0);
+	assert_int_equal(cw_config_get(&t.dp, &got), 0);
+	assert_memory_equal(&got, &cfg, sizeof(cfg));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -843,6 +1265,13 @@ int main(void)
 		cmocka_unit_test(test_stack_flow_reply_goes_to_stack),
 		cmocka_unit_test(test_stack_flow_portless_and_fragments),
 		cmocka_unit_test(test_stack_flow_only_local_sources),
+		cmocka_unit_test_teardown(test_tunnel_without_device, tunnel_teardown),
+		cmocka_unit_test_teardown(test_native_goes_to_stack, tunnel_teardown),
+		cmocka_unit_test_teardown(test_tunnel_redirect, tunnel_teardown),
+		cmocka_unit_test_teardown(test_lpm_precedence, tunnel_teardown),
+		cmocka_unit_test(test_overlay_needs_tunnel_key),
+		cmocka_unit_test_teardown(test_ipcache_accessors, tunnel_teardown),
+		cmocka_unit_test_teardown(test_tunnel_and_config_accessors, tunnel_teardown),
 	};
 
 	if (geteuid() != 0) {
