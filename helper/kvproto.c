@@ -174,6 +174,45 @@ char *cw_kvp_cas_req(const char *key, int64_t mod_revision, const void *val, siz
 	return txn_put_if(key, "MOD", "mod_revision", mod_revision, val, len, lease);
 }
 
+char *cw_kvp_txn_req(const struct cw_kvp_absent *absent, size_t n_absent,
+		     const struct cw_kvp_put *puts, size_t n_puts)
+{
+	cJSON *o = cJSON_CreateObject(), *cmp = NULL, *succ = NULL;
+	bool ok = o != NULL;
+
+	if (ok)
+		cmp = cJSON_AddArrayToObject(o, "compare");
+	if (ok)
+		succ = cJSON_AddArrayToObject(o, "success");
+	ok = cmp && succ;
+	for (size_t i = 0; ok && i < n_absent; i++) {
+		cJSON *c = cJSON_CreateObject();
+
+		/*
+		 * create_revision == 0 over a range holds when no key of the
+		 * range exists (etcd compares an empty range as a zero key).
+		 */
+		ok = c && add_b64(c, "key", absent[i].key, strlen(absent[i].key)) &&
+		     (!absent[i].range_end ||
+		      add_b64(c, "range_end", absent[i].range_end, strlen(absent[i].range_end))) &&
+		     cJSON_AddStringToObject(c, "target", "CREATE") &&
+		     cJSON_AddStringToObject(c, "result", "EQUAL") &&
+		     add_int64(c, "create_revision", 0);
+		if (c)
+			cJSON_AddItemToArray(cmp, c);
+	}
+	for (size_t i = 0; ok && i < n_puts; i++) {
+		cJSON *op = cJSON_CreateObject(), *put = op ? cJSON_AddObjectToObject(op, "request_put") : NULL;
+
+		ok = put && add_b64(put, "key", puts[i].key, strlen(puts[i].key)) &&
+		     add_b64(put, "value", puts[i].value, puts[i].len) &&
+		     (!puts[i].lease || add_int64(put, "lease", puts[i].lease));
+		if (op)
+			cJSON_AddItemToArray(succ, op);
+	}
+	return finish(o, ok);
+}
+
 char *cw_kvp_lease_grant_req(int64_t ttl)
 {
 	cJSON *o = cJSON_CreateObject();

@@ -75,6 +75,22 @@ char *cw_kvp_create_req(const char *key, const void *val, size_t len, int64_t le
 /* Txn: put @key only if its mod_revision is still @mod_revision. */
 char *cw_kvp_cas_req(const char *key, int64_t mod_revision, const void *val, size_t len,
 		     int64_t lease);
+/*
+ * A transaction that applies every put only when none of the keys (or key
+ * ranges, with range_end) exists: how identities are allocated without a
+ * lock (two nodes racing for one label set cannot both win).
+ */
+struct cw_kvp_absent {
+	const char *key, *range_end;
+};
+struct cw_kvp_put {
+	const char *key;
+	const void *value;
+	size_t len;
+	int64_t lease;
+};
+char *cw_kvp_txn_req(const struct cw_kvp_absent *absent, size_t n_absent,
+		     const struct cw_kvp_put *puts, size_t n_puts);
 char *cw_kvp_lease_grant_req(int64_t ttl);
 char *cw_kvp_lease_id_req(int64_t id); /* keepalive, revoke, timetolive */
 char *cw_kvp_auth_req(const char *user, const char *password);

@@ -411,6 +411,12 @@ int cw_kv_create(struct cw_kv *kv, const char *key, const void *val, size_t len,
 	return txn(kv, cw_kvp_create_req(key, val, len, lease), key, -EEXIST);
 }
 
+int cw_kv_txn_if_absent(struct cw_kv *kv, const struct cw_kvp_absent *absent, size_t n_absent,
+			const struct cw_kvp_put *puts, size_t n_puts)
+{
+	return txn(kv, cw_kvp_txn_req(absent, n_absent, puts, n_puts), puts[0].key, -EEXIST);
+}
+
 int cw_kv_cas(struct cw_kv *kv, const char *key, int64_t mod_revision, const void *val,
 	      size_t len, int64_t lease)
 {
