@@ -10,9 +10,9 @@
  * traffic to a pod behind another node's tunnel endpoint is encapsulated
  * through the node's VXLAN device (lib/tunnel.h); everything else goes up
  * the host stack, which routes it natively or out of the cluster.
- * Redirecting to the veth's egress
- * (not bpf_redirect_peer) keeps to_container on the path of every packet a
- * pod receives, which is where ingress policy will sit.
+ * Redirecting to the veth's egress (not bpf_redirect_peer) keeps
+ * to_container on the path of every packet a pod receives, which is where
+ * ingress policy will sit.
  *
  * A flow the host stack forwarded between two local pods may carry NAT
  * (hostPort, kube-proxy ClusterIP): its replies must go back through the
@@ -47,7 +47,7 @@ static __always_inline int ipv4_to_remote(struct __sk_buff *skb, struct iphdr *i
 	__be32 remote, local;
 	__u32 vxlan_ifindex;
 
-	/* 0.0.0.0 has no identity to carry, and no remote pod answers it. */
+	/* 0.0.0.0 is no endpoint, so it has no identity to put in the VNI. */
 	remote = src_known ? cw_tunnel_endpoint(ip->daddr) : 0;
 	if (!remote) {
 		cw_count(skb, CW_REASON_FORWARDED, CW_DIR_EGRESS);
