@@ -168,7 +168,8 @@ static int open_failed(const char *what)
  * Both objects declare the same maps pinned by name under @bpf_root: the
  * first load creates (or adopts) and pins them, the second adopts them, so
  * all programs share one instance of each.  Every program is loaded before
- * any is pinned, so a verifier failure in one leaves the old set in place.
+ * any is pinned, so a verifier failure in one leaves the old programs in
+ * place (new maps may already be pinned, empty, which the next load adopts).
  */
 static int load_locked(const char *bpf_root)
 {
@@ -412,9 +413,10 @@ int cw_ep_delete(const struct cw_dp *dp, __be32 ip4)
 }
 
 /*
- * LPM trie keys are written canonical (host bits cleared): the kernel stores
- * the bits past the prefix as given and hands them back in a listing, so
- * 10.1.2.3/24 and 10.1.2.0/24 would be one entry listed under two names.
+ * LPM trie keys are written canonical (host bits cleared): the kernel keeps
+ * the bits past the prefix as last written and hands them back in a listing,
+ * so 10.1.2.3/24 and 10.1.2.0/24, one entry, would be listed under either
+ * name and a resync comparing listed keys with wanted ones would churn.
  */
 static int lpm_key(__be32 ip4, __u8 prefixlen, struct cw_lpm_key *key)
 {
