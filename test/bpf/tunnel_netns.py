@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
 
 import cwlib  # noqa: E402
-from cwlib import Node, in_netns, sh, wait_for  # noqa: E402
+from cwlib import Node, in_netns, sh  # noqa: E402
 
 # From include/causeway/datapath.h.
 VXLAN_DEV = "cw_vxlan"
@@ -67,6 +67,10 @@ ETH_P_ALL = 0x0003
 
 class Failed(Exception):
     pass
+
+
+class Interrupted(BaseException):
+    """SIGTERM or ^C: stop the checks, still clean up."""
 
 
 def check(cond, msg):
@@ -301,11 +305,17 @@ class Run:
         self.passed = 0
         self.failed = 0
         self.n = 0
+        self.interrupted = False
 
     def step(self, desc, fn, *args):
         self.n += 1
         try:
             fn(*args)
+        except (Interrupted, KeyboardInterrupt):
+            self.failed += 1
+            self.interrupted = True
+            print(f"not ok {self.n} - {desc}: interrupted", flush=True)
+            raise
         except Failed as e:
             self.failed += 1
             print(f"not ok {self.n} - {desc}: {e}", flush=True)
@@ -528,7 +538,9 @@ def main():
     if not os.path.ismount(cwlib.BPFFS):
         sh(["mount", "-t", "bpf", "bpf", cwlib.BPFFS])
     # SIGTERM (a test runner's timeout) must still clean up.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    def on_term(*_):
+        raise Interrupted()
+    signal.signal(signal.SIGTERM, on_term)
 
     run = Run()
     root_links = Node.links_in_root()
@@ -562,8 +574,13 @@ def main():
                      "(PACKET_HOST)", check_overlay_to_host_stack, a, b)
             run.step("native routing: no tunnel entries, underlay routes; ping and TCP cross "
                      "without VXLAN", check_native_routing, a, b)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except (Interrupted, KeyboardInterrupt):
+        print("tunnel_netns: interrupted, cleaning up", file=sys.stderr)
+        if not run.interrupted:
+            run.failed += 1
+    except Exception as e:  # setup outside a step (Node creation) failed
+        print(f"tunnel_netns: {type(e).__name__}: {e}", file=sys.stderr)
+        traceback.print_exc()
         run.failed += 1
     finally:
         problems = cleanup(sides, root_links)
