@@ -42,6 +42,7 @@ static int allocate_ip(struct add_ctx *c)
 {
 	const struct cw_conf *conf = c->p->conf;
 	struct cw_ipam *ipam = NULL;
+	struct cw_prefix4 pod_cidr;
 	int err;
 
 	if (conf->has_ipam) {
@@ -65,10 +66,9 @@ static int allocate_ip(struct add_ctx *c)
 		return 0;
 	}
 
-	if (!conf->has_pod_cidr)
-		return cw_error_set(&c->p->err, CW_ERR_INVALID_CONFIG,
-				    "config has neither \"podCIDR\" nor \"ipam.type\": no address to give");
-	err = cw_ipam_open(conf->state_dir, conf->name, &conf->pod_cidr, CW_LOCK_TIMEOUT_MS, &ipam);
+	if (cw_conf_pod_cidr(conf, &pod_cidr, &c->p->err))
+		return -1;
+	err = cw_ipam_open(conf->state_dir, conf->name, &pod_cidr, CW_LOCK_TIMEOUT_MS, &ipam);
 	if (err == -EAGAIN)
 		return cw_error_set(&c->p->err, CW_ERR_TRY_AGAIN,
 				    "ipam: lock in %s/ipam/%s busy for %d ms", conf->state_dir, conf->name,
@@ -82,7 +82,7 @@ static int allocate_ip(struct add_ctx *c)
 	if (err)
 		return -1;
 	c->ip_held = true;
-	c->ep.gateway = cw_ipam_gateway(&conf->pod_cidr);
+	c->ep.gateway = cw_ipam_gateway(&pod_cidr);
 	return 0;
 }
 

@@ -4,9 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <cjson/cJSON.h>
 
 #include <causeway/datapath.h>
+#include <causeway/endpoint.h>
+#include <causeway/util.h>
 #include "args.h"
 #include "conf.h"
 
@@ -314,4 +317,33 @@ char *cw_conf_dump(const struct cw_conf *c)
 						c->valid[i].container_id, c->valid[i].ifname);
 	}
 	return s;
+}
+
+int cw_conf_pod_cidr(const struct cw_conf *c, struct cw_prefix4 *out, struct cw_error *err)
+{
+	char path[PATH_MAX + 16], *buf = NULL;
+	size_t len = 0;
+	int rc;
+
+	if (c->has_pod_cidr) {
+		*out = c->pod_cidr;
+		return 0;
+	}
+	snprintf(path, sizeof(path), "%s/%s", c->state_dir, CW_PODCIDR_FILE);
+	rc = cw_read_file(path, &buf, &len);
+	if (rc == -ENOENT)
+		return cw_error_set(err, CW_ERR_TRY_AGAIN,
+				    "config has neither \"podCIDR\" nor \"ipam.type\", and the helper has "
+				    "not published this node's PodCIDR yet (%s is missing)", path);
+	if (rc)
+		return cw_error_set(err, CW_ERR_IO, "cannot read %s: %s", path, strerror(-rc));
+	buf[strcspn(buf, "\n")] = '\0';
+	if (!cw_prefix4_parse(buf, out) || out->len < 8 || out->len > 29) {
+		rc = cw_error_set(err, CW_ERR_INVALID_CONFIG,
+				  "%s: \"%.40s\" is not an IPv4 PodCIDR from /8 to /29", path, buf);
+		free(buf);
+		return rc;
+	}
+	free(buf);
+	return 0;
 }

@@ -46,6 +46,12 @@ struct cw_conf {
  * supported), 7 (a field is invalid; the message names it).
  */
 int cw_conf_parse(const char *buf, size_t len, struct cw_conf **out, struct cw_error *err);
+/*
+ * The range built-in IPAM allocates from: the config's "podCIDR", else the
+ * node's PodCIDR as the helper published it in <stateDir>/podcidr.  Sets
+ * err (code 11, try again) while the helper has not written it yet.
+ */
+int cw_conf_pod_cidr(const struct cw_conf *c, struct cw_prefix4 *out, struct cw_error *err);
 void cw_conf_free(struct cw_conf *conf);
 /* The canonical dump used by the golden tests. */
 char *cw_conf_dump(const struct cw_conf *conf);

@@ -12,6 +12,7 @@ int cw_cmd_status(struct cw_plugin *p)
 {
 	const struct cw_conf *conf = p->conf;
 	struct cw_ipam *ipam = NULL;
+	struct cw_prefix4 pod_cidr;
 	struct cw_dp *dp = NULL;
 	unsigned int used, cap;
 	int err;
@@ -28,10 +29,9 @@ int cw_cmd_status(struct cw_plugin *p)
 			return cw_error_set(&p->err, CW_ERR_NOT_AVAILABLE, "%s", e.msg);
 		return 0;
 	}
-	if (!conf->has_pod_cidr)
-		return cw_error_set(&p->err, CW_ERR_NOT_AVAILABLE,
-				    "no address range: config has neither \"podCIDR\" nor \"ipam.type\"");
-	err = cw_ipam_open(conf->state_dir, conf->name, &conf->pod_cidr, CW_LOCK_TIMEOUT_MS, &ipam);
+	if (cw_conf_pod_cidr(conf, &pod_cidr, &p->err))
+		return cw_error_set(&p->err, CW_ERR_NOT_AVAILABLE, "no address range: %s", p->err.msg);
+	err = cw_ipam_open(conf->state_dir, conf->name, &pod_cidr, CW_LOCK_TIMEOUT_MS, &ipam);
 	if (!err)
 		err = cw_ipam_usage(ipam, &used, &cap);
 	cw_ipam_close(ipam);

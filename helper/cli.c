@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <bpf/bpf.h>
 #include <cjson/cJSON.h>
 
@@ -60,7 +63,7 @@ static void finish(const struct cw_cli_opts *o, cJSON *arr, struct cw_dp *dp)
 	cw_dp_free(dp);
 }
 
-int cw_cli_endpoints(const struct cw_cli_opts *o)
+int cw_cli_bpf_endpoints(const struct cw_cli_opts *o)
 {
 	struct cw_endpoint_key key, next, *prev = NULL;
 	struct cw_endpoint_info info;
@@ -142,4 +145,252 @@ int cw_cli_metrics(const struct cw_cli_opts *o)
 	}
 	finish(o, arr, dp);
 	return 0;
+}
+
+/* --- commands answered by the running helper ------------------------------------ */
+
+/* One request line to the helper's socket; its whole answer in *out. */
+static int ask(const char *path, const char *req, char **out)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t len = 0, cap = 0;
+	char *buf = NULL;
+	ssize_t r;
+	int fd, err = 0;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    write(fd, req, strlen(req)) != (ssize_t)strlen(req)) {
+		err = -errno;
+		goto out;
+	}
+	for (;;) {
+		if (len + 4096 + 1 > cap) {
+			char *nb = realloc(buf, cap = cap * 2 + 8192);
+
+			if (!nb) {
+				err = -ENOMEM;
+				goto out;
+			}
+			buf = nb;
+		}
+		r = read(fd, buf + len, cap - len - 1);
+		if (r < 0) {
+			err = -errno;
+			goto out;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	buf[len] = '\0';
+	*out = buf;
+	buf = NULL;
+out:
+	free(buf);
+	close(fd);
+	return err;
+}
+
+static cJSON *ask_json(const struct cw_cli_opts *o, const char *req)
+{
+	char *resp = NULL;
+	cJSON *doc;
+	int rc = ask(o->socket, req, &resp);
+
+	if (rc) {
+		fprintf(stderr, "causeway-helper: no helper answers on %s: %s\n", o->socket,
+			strerror(-rc));
+		return NULL;
+	}
+	doc = cJSON_Parse(resp);
+	if (!doc)
+		fprintf(stderr, "causeway-helper: the helper on %s answered something unparsable\n",
+			o->socket);
+	free(resp);
+	return doc;
+}
+
+static const char *jstr(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+
+	return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static double jnum(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+
+	return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static bool jbool(const cJSON *o, const char *k)
+{
+	return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, k));
+}
+
+static int print_json(cJSON *doc)
+{
+	char *s = cJSON_Print(doc);
+
+	if (s)
+		printf("%s\n", s);
+	free(s);
+	cJSON_Delete(doc);
+	return s ? 0 : 1;
+}
+
+static void ago(double ms, char *buf, size_t len)
+{
+	if (ms < 0)
+		snprintf(buf, len, "never");
+	else if (ms < 10000)
+		snprintf(buf, len, "%.1fs ago", ms / 1000);
+	else
+		snprintf(buf, len, "%.0fs ago", ms / 1000);
+}
+
+int cw_cli_status(const struct cw_cli_opts *o)
+{
+	cJSON *doc = ask_json(o, "status\n"), *it, *c;
+	char when[32];
+
+	if (!doc)
+		return 1;
+	if (o->json)
+		return print_json(doc);
+	printf("Node:       %s (cluster %s, id %.0f), routing %s\n", jstr(doc, "node"),
+	       jstr(doc, "cluster"), jnum(doc, "clusterID"), jstr(doc, "routing"));
+	printf("Addresses:  node IP %s, PodCIDR %s, underlay %s, tunnel device %s\n",
+	       *jstr(doc, "nodeIP") ? jstr(doc, "nodeIP") : "(unknown)",
+	       *jstr(doc, "podCIDR") ? jstr(doc, "podCIDR") : "(unknown)",
+	       *jstr(doc, "underlayDevice") ? jstr(doc, "underlayDevice") : "-",
+	       *jstr(doc, "vxlanDevice") ? jstr(doc, "vxlanDevice") : "-");
+	ago(jnum(doc, "lastReconcileAgoMs"), when, sizeof(when));
+	printf("Datapath:   %s, %s, last reconcile %s\n",
+	       jbool(doc, "datapathReady") ? "ready" : "NOT READY",
+	       jbool(doc, "datapathSynced") ? "synced" : "not yet synced", when);
+	printf("Mesh store: %s, lease %.0f, node record %s\n", jstr(doc, "etcd"), jnum(doc, "lease"),
+	       jbool(doc, "nodePublished") ? "published" : "NOT published");
+	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(doc, "kvstore")) {
+		ago(jnum(it, "lastSyncAgoMs"), when, sizeof(when));
+		printf("  %-11s %s%s, %.0f keys, revision %.0f, %.0f events, %.0f relists, "
+		       "%.0f reconnects, last sync %s%s%s\n", jstr(it, "name"),
+		       jbool(it, "synced") ? "synced" : "NOT synced",
+		       jbool(it, "streaming") ? ", streaming" : ", not streaming", jnum(it, "keys"),
+		       jnum(it, "revision"), jnum(it, "events"), jnum(it, "relists"),
+		       jnum(it, "reconnects"), when, *jstr(it, "error") ? ": " : "", jstr(it, "error"));
+	}
+	printf("Kubernetes:\n");
+	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(doc, "kubernetes"))
+		printf("  %-26s %s, %s, %.0f objects, %.0f events, %.0f relists, %.0f reconnects%s%s\n",
+		       jstr(it, "path"), jbool(it, "connected") ? "connected" : "NOT connected",
+		       jbool(it, "synced") ? "synced" : "NOT synced", jnum(it, "objects"),
+		       jnum(it, "events"), jnum(it, "relists"), jnum(it, "reconnects"),
+		       *jstr(it, "error") ? ": " : "", jstr(it, "error"));
+	printf("Endpoints:  %.0f\n", jnum(doc, "endpoints"));
+	c = cJSON_GetObjectItemCaseSensitive(doc, "counters");
+	printf("Counters:   %.0f reconciles, %.0f map writes, %.0f map deletes, %.0f route adds, "
+	       "%.0f route deletes, %.0f invalid records, %.0f publish errors\n",
+	       jnum(c, "reconciles"), jnum(c, "mapWrites"), jnum(c, "mapDeletes"),
+	       jnum(c, "routeAdds"), jnum(c, "routeDeletes"), jnum(c, "invalidRecords"),
+	       jnum(c, "publishErrors"));
+	if (*jstr(doc, "lastError"))
+		printf("Last error: %s\n", jstr(doc, "lastError"));
+	cJSON_Delete(doc);
+	return 0;
+}
+
+int cw_cli_endpoints(const struct cw_cli_opts *o)
+{
+	cJSON *doc = ask_json(o, "endpoints\n"), *it;
+
+	if (!doc)
+		return 1;
+	if (o->json)
+		return print_json(doc);
+	printf("%-16s %-10s %-20s %-30s %-15s %s\n", "IP", "IDENTITY", "NAMESPACE", "POD", "INTERFACE",
+	       "PUBLISHED");
+	cJSON_ArrayForEach(it, doc)
+		printf("%-16s %-10.0f %-20s %-30s %-15s %s\n", jstr(it, "ip"), jnum(it, "identity"),
+		       jstr(it, "namespace"), jstr(it, "pod"), jstr(it, "interface"),
+		       jbool(it, "published") ? "yes" : "no");
+	cJSON_Delete(doc);
+	return 0;
+}
+
+static int print_lpm(const struct cw_cli_opts *o, bool ipcache)
+{
+	struct cw_lpm_key *keys = NULL;
+	struct cw_dp *dp = NULL;
+	cJSON *arr = cJSON_CreateArray();
+	size_t n = 0;
+	int rc;
+
+	if (open_dp(o, &dp)) {
+		cJSON_Delete(arr);
+		return 1;
+	}
+	rc = ipcache ? cw_ipcache_keys(dp, &keys, &n) : cw_tunnel_keys(dp, &keys, &n);
+	if (rc) {
+		fprintf(stderr, "causeway-helper: cannot list the %s map: %s\n",
+			ipcache ? "ipcache" : "tunnel", strerror(-rc));
+		cJSON_Delete(arr);
+		cw_dp_free(dp);
+		return 1;
+	}
+	if (!o->json)
+		printf(ipcache ? "%-19s %-10s %-16s %s\n" : "%-19s %s\n", "PREFIX",
+		       ipcache ? "IDENTITY" : "NODE", "TUNNEL", "CLUSTER");
+	for (size_t i = 0; i < n; i++) {
+		struct in_addr a = { keys[i].ip4 }, t;
+		struct cw_ipcache_info ii;
+		struct cw_tunnel_info ti;
+		char pfx[24], tip[16];
+
+		cw_addr4_str(a, pfx);
+		snprintf(pfx + strlen(pfx), sizeof(pfx) - strlen(pfx), "/%u", keys[i].prefixlen);
+		if (ipcache ? cw_ipcache_get(dp, keys[i].ip4, (__u8)keys[i].prefixlen, &ii) :
+			      cw_tunnel_get(dp, keys[i].ip4, (__u8)keys[i].prefixlen, &ti))
+			continue;
+		t.s_addr = ipcache ? ii.tunnel_ip : ti.node_ip;
+		cw_addr4_str(t, tip);
+		if (o->json) {
+			cJSON *e = cJSON_CreateObject();
+
+			cJSON_AddStringToObject(e, "prefix", pfx);
+			if (ipcache) {
+				cJSON_AddNumberToObject(e, "identity", ii.identity);
+				cJSON_AddStringToObject(e, "tunnel", ii.tunnel_ip ? tip : "");
+				cJSON_AddNumberToObject(e, "clusterID", ii.cluster_id);
+			} else {
+				cJSON_AddStringToObject(e, "node", tip);
+			}
+			cJSON_AddItemToArray(arr, e);
+		} else if (ipcache) {
+			printf("%-19s %-10u %-16s %u\n", pfx, ii.identity, ii.tunnel_ip ? tip : "-",
+			       ii.cluster_id);
+		} else {
+			printf("%-19s %s\n", pfx, tip);
+		}
+	}
+	free(keys);
+	finish(o, arr, dp);
+	return 0;
+}
+
+int cw_cli_ipcache(const struct cw_cli_opts *o)
+{
+	return print_lpm(o, true);
+}
+
+int cw_cli_tunnels(const struct cw_cli_opts *o)
+{
+	return print_lpm(o, false);
 }

@@ -51,8 +51,8 @@ struct cw_ip_rec {
 	struct in_addr ip;
 	struct in_addr host_ip;
 	uint32_t identity;
-	char k8s_namespace[254];
-	char k8s_pod_name[254];
+	char k8s_namespace[256];
+	char k8s_pod_name[256];
 };
 
 char *cw_node_rec_format(const struct cw_node_rec *n);

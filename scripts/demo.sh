@@ -62,8 +62,8 @@ ip -n "$NETNS_PREFIX-frontend" -br addr show eth0
 ip -n "$NETNS_PREFIX-frontend" route
 ip -n "$NETNS_PREFIX-frontend" neigh show dev eth0
 
-say "Endpoint map the BPF programs use (causeway-helper endpoints)"
-"$B"/causeway-helper endpoints --bpf-root "$ROOT"
+say "Endpoint map the BPF programs use (causeway-helper bpf-endpoints)"
+"$B"/causeway-helper bpf-endpoints --bpf-root "$ROOT"
 
 say "Every pod pings every other pod"
 ok=0; total=0
@@ -94,7 +94,7 @@ for p in "${PODS[@]}"; do
 done
 left_veth=$(ip -br link | grep -c '^cw' || true)
 left_ips=$(find "$STATE/ipam" -type f -name '10.*' | wc -l)
-left_eps=$("$B"/causeway-helper endpoints --bpf-root "$ROOT" -o json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+left_eps=$("$B"/causeway-helper bpf-endpoints --bpf-root "$ROOT" -o json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 printf '  veths left: %s, IP allocations left: %s, endpoint map entries left: %s\n' \
 	"$left_veth" "$left_ips" "$left_eps"
 

@@ -13,6 +13,12 @@
 #include <netinet/in.h>
 
 #define CW_ENDPOINT_DIR "endpoints"
+/*
+ * <stateDir>/podcidr: the node's PodCIDR ("10.10.1.0/24\n"), written by the
+ * helper from the Node object, read by the plugin when its config gives
+ * neither "podCIDR" nor "ipam".
+ */
+#define CW_PODCIDR_FILE "podcidr"
 
 struct cw_endpoint_state {
 	char container_id[256];

@@ -17,6 +17,7 @@
 #include "../../cni/result.c"
 #include "../../lib/addr.c"
 #include "../../lib/log.c"
+#include "../../lib/util.c"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

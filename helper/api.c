@@ -1,0 +1,470 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * What a running helper tells the outside: a unix-socket API for the CLI
+ * (one request line, "status" or "endpoints", answered with one JSON
+ * document, then the connection closes) and a Prometheus text endpoint
+ * over HTTP on a localhost port.  Both are served from the loop; a
+ * connection that does not finish its request within 5 s is dropped.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <unistd.h>
+#include <cjson/cJSON.h>
+
+#include <causeway/log.h>
+#include <causeway/util.h>
+#include "node.h"
+
+#define REQUEST_MAX 4096
+#define CONN_TIMEOUT_MS 5000
+
+struct conn {
+	struct cw_node *n;
+	int fd;
+	bool http;
+	struct cw_io *io;
+	struct cw_timer *timeout;
+	char req[REQUEST_MAX];
+	size_t len;
+	char *resp;
+	size_t resp_len, sent;
+};
+
+static void conn_free(struct conn *c)
+{
+	cw_io_del(c->io);
+	cw_timer_del(c->timeout);
+	cw_close(c->fd);
+	free(c->resp);
+	free(c);
+}
+
+static void on_conn_timeout(struct cw_loop *loop, void *arg)
+{
+	(void)loop;
+	conn_free(arg);
+}
+
+/* --- the documents ------------------------------------------------------------ */
+
+static void add_watch(cJSON *arr, const char *name, const struct cw_kv_watch *w)
+{
+	struct cw_kv_watch_status st;
+	cJSON *o;
+
+	if (!w)
+		return;
+	cw_kv_watch_get_status(w, &st);
+	o = cJSON_CreateObject();
+	if (!o)
+		return;
+	cJSON_AddStringToObject(o, "name", name);
+	cJSON_AddBoolToObject(o, "synced", st.synced);
+	cJSON_AddBoolToObject(o, "streaming", st.streaming);
+	cJSON_AddNumberToObject(o, "revision", (double)st.revision);
+	cJSON_AddNumberToObject(o, "keys", (double)st.keys);
+	cJSON_AddNumberToObject(o, "events", (double)st.events);
+	cJSON_AddNumberToObject(o, "relists", (double)st.relists);
+	cJSON_AddNumberToObject(o, "reconnects", (double)st.reconnects);
+	cJSON_AddNumberToObject(o, "lastSyncAgoMs",
+				st.last_sync_ms ? (double)(cw_loop_now_ms() - st.last_sync_ms) : -1);
+	cJSON_AddStringToObject(o, "error", st.error);
+	cJSON_AddItemToArray(arr, o);
+}
+
+static void add_informer(cJSON *arr, const struct cw_k8s_informer *inf)
+{
+	struct cw_k8s_informer_status st;
+	cJSON *o;
+
+	if (!inf)
+		return;
+	cw_k8s_informer_status(inf, &st);
+	o = cJSON_CreateObject();
+	if (!o)
+		return;
+	cJSON_AddStringToObject(o, "path", st.path);
+	cJSON_AddBoolToObject(o, "connected", st.connected);
+	cJSON_AddBoolToObject(o, "synced", st.synced);
+	cJSON_AddNumberToObject(o, "objects", (double)st.objects);
+	cJSON_AddNumberToObject(o, "events", (double)st.events);
+	cJSON_AddNumberToObject(o, "relists", (double)st.relists);
+	cJSON_AddNumberToObject(o, "reconnects", (double)st.reconnects);
+	cJSON_AddNumberToObject(o, "lastSync", (double)st.last_sync);
+	cJSON_AddStringToObject(o, "error", st.last_error);
+	cJSON_AddItemToArray(arr, o);
+}
+
+static cJSON *status_doc(struct cw_node *n)
+{
+	cJSON *o = cJSON_CreateObject(), *w, *k, *c;
+	char ip[16], cidr[24] = "";
+	size_t neps = 0;
+
+	if (!o)
+		return NULL;
+	cw_addr4_str(n->node_ip, ip);
+	if (n->pod_cidr.len) {
+		cw_addr4_str(n->pod_cidr.addr, cidr);
+		snprintf(cidr + strlen(cidr), sizeof(cidr) - strlen(cidr), "/%u", n->pod_cidr.len);
+	}
+	for (struct cw_local_ep *e = n->eps; e; e = e->next)
+		neps++;
+	cJSON_AddStringToObject(o, "role", "node");
+	cJSON_AddStringToObject(o, "cluster", n->o.cluster);
+	cJSON_AddNumberToObject(o, "clusterID", n->o.cluster_id);
+	cJSON_AddStringToObject(o, "node", n->o.node_name);
+	cJSON_AddStringToObject(o, "nodeIP", n->node_ip.s_addr ? ip : "");
+	cJSON_AddStringToObject(o, "podCIDR", cidr);
+	cJSON_AddStringToObject(o, "routing", cw_routing_name(n->o.routing));
+	cJSON_AddNumberToObject(o, "uptimeMs", (double)(cw_loop_now_ms() - n->started_ms));
+	cJSON_AddStringToObject(o, "etcd", n->kv ? cw_kv_endpoint(n->kv) : "");
+	cJSON_AddNumberToObject(o, "lease", (double)n->lease);
+	cJSON_AddBoolToObject(o, "nodePublished", n->node_published);
+	cJSON_AddBoolToObject(o, "datapathReady", n->dp_ready);
+	cJSON_AddBoolToObject(o, "datapathSynced", n->dp_synced);
+	cJSON_AddStringToObject(o, "vxlanDevice", n->vxlan_ifindex ? CW_VXLAN_DEV : "");
+	cJSON_AddStringToObject(o, "underlayDevice", n->underlay_dev);
+	cJSON_AddNumberToObject(o, "endpoints", (double)neps);
+	cJSON_AddNumberToObject(o, "lastReconcileAgoMs",
+				n->last_reconcile_ms ? (double)(cw_loop_now_ms() - n->last_reconcile_ms) : -1);
+	w = cJSON_AddArrayToObject(o, "kvstore");
+	add_watch(w, "nodes", n->w_nodes);
+	add_watch(w, "ips", n->w_ips);
+	add_watch(w, "identities", n->w_ids);
+	k = cJSON_AddArrayToObject(o, "kubernetes");
+	add_informer(k, n->i_node);
+	add_informer(k, n->i_pods);
+	add_informer(k, n->i_namespaces);
+	c = cJSON_AddObjectToObject(o, "counters");
+	if (c) {
+		cJSON_AddNumberToObject(c, "invalidRecords", (double)n->c.invalid_records);
+		cJSON_AddNumberToObject(c, "reconciles", (double)n->c.reconciles);
+		cJSON_AddNumberToObject(c, "mapWrites", (double)n->c.map_writes);
+		cJSON_AddNumberToObject(c, "mapDeletes", (double)n->c.map_deletes);
+		cJSON_AddNumberToObject(c, "routeAdds", (double)n->c.route_adds);
+		cJSON_AddNumberToObject(c, "routeDeletes", (double)n->c.route_deletes);
+		cJSON_AddNumberToObject(c, "publishErrors", (double)n->c.publish_errors);
+		cJSON_AddNumberToObject(c, "identitiesAllocated", (double)n->c.identities_allocated);
+	}
+	cJSON_AddStringToObject(o, "lastError", n->last_error);
+	return o;
+}
+
+static cJSON *endpoints_doc(struct cw_node *n)
+{
+	cJSON *arr = cJSON_CreateArray();
+
+	if (!arr)
+		return NULL;
+	for (struct cw_local_ep *e = n->eps; e; e = e->next) {
+		cJSON *o = cJSON_CreateObject();
+		char ip[16];
+
+		if (!o)
+			break;
+		cw_addr4_str(e->st.ip, ip);
+		cJSON_AddStringToObject(o, "ip", ip);
+		cJSON_AddStringToObject(o, "namespace", e->st.pod_namespace);
+		cJSON_AddStringToObject(o, "pod", e->st.pod_name);
+		cJSON_AddStringToObject(o, "containerID", e->st.container_id);
+		cJSON_AddStringToObject(o, "interface", e->st.host_ifname);
+		cJSON_AddNumberToObject(o, "ifindex", e->st.host_ifindex);
+		cJSON_AddNumberToObject(o, "identity", e->identity);
+		cJSON_AddStringToObject(o, "labels", e->labels);
+		cJSON_AddBoolToObject(o, "published", e->published);
+		cJSON_AddItemToArray(arr, o);
+	}
+	return arr;
+}
+
+/* --- Prometheus text format ----------------------------------------------------- */
+
+struct sbuf {
+	char *s;
+	size_t len, cap;
+};
+
+__attribute__((format(printf, 2, 3)))
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
+		va_end(ap);
+		if (n < 0)
+			return;
+		if (b->s && (size_t)n < b->cap - b->len) {
+			b->len += (size_t)n;
+			return;
+		}
+		size_t cap = (b->cap ? b->cap : 4096) * 2 + (size_t)n;
+		char *ns = realloc(b->s, cap);
+
+		if (!ns)
+			return;
+		b->s = ns;
+		b->cap = cap;
+	}
+}
+
+static void metrics_text(struct cw_node *n, struct sbuf *b)
+{
+	const struct { const char *name; const struct cw_kv_watch *w; } ws[] = {
+		{ "nodes", n->w_nodes }, { "ips", n->w_ips }, { "identities", n->w_ids },
+	};
+	size_t neps = 0;
+
+	for (struct cw_local_ep *e = n->eps; e; e = e->next)
+		neps++;
+	sb_printf(b, "# HELP causeway_endpoints Local pod interfaces known to the helper.\n"
+		     "# TYPE causeway_endpoints gauge\ncauseway_endpoints %zu\n", neps);
+	sb_printf(b, "# HELP causeway_kvstore_keys Keys mirrored from the mesh store.\n"
+		     "# TYPE causeway_kvstore_keys gauge\n");
+	for (size_t i = 0; i < sizeof(ws) / sizeof(ws[0]); i++) {
+		struct cw_kv_watch_status st;
+
+		if (!ws[i].w)
+			continue;
+		cw_kv_watch_get_status(ws[i].w, &st);
+		sb_printf(b, "causeway_kvstore_keys{prefix=\"%s\"} %zu\n", ws[i].name, st.keys);
+		sb_printf(b, "causeway_kvstore_synced{prefix=\"%s\"} %d\n", ws[i].name, st.synced);
+		sb_printf(b, "causeway_kvstore_events_total{prefix=\"%s\"} %" PRIu64 "\n", ws[i].name,
+			  st.events);
+		sb_printf(b, "causeway_kvstore_reconnects_total{prefix=\"%s\"} %" PRIu64 "\n",
+			  ws[i].name, st.reconnects);
+	}
+	sb_printf(b, "# TYPE causeway_reconciles_total counter\ncauseway_reconciles_total %" PRIu64 "\n",
+		  n->c.reconciles);
+	sb_printf(b, "# TYPE causeway_map_writes_total counter\ncauseway_map_writes_total %" PRIu64 "\n",
+		  n->c.map_writes);
+	sb_printf(b, "# TYPE causeway_map_deletes_total counter\ncauseway_map_deletes_total %" PRIu64 "\n",
+		  n->c.map_deletes);
+	sb_printf(b, "# TYPE causeway_invalid_records_total counter\n"
+		     "causeway_invalid_records_total %" PRIu64 "\n", n->c.invalid_records);
+	sb_printf(b, "# TYPE causeway_publish_errors_total counter\n"
+		     "causeway_publish_errors_total %" PRIu64 "\n", n->c.publish_errors);
+	sb_printf(b, "# TYPE causeway_lease_active gauge\ncauseway_lease_active %d\n", n->lease != 0);
+	if (n->dp) {
+		sb_printf(b, "# HELP causeway_datapath_packets_total Packets by verdict reason and "
+			     "direction, from the BPF metrics map.\n"
+			     "# TYPE causeway_datapath_packets_total counter\n");
+		for (unsigned int r = 0; r < CW_DROP_MAX; r++) {
+			if (r > 0 && r < CW_DROP_MIN)
+				continue;
+			for (unsigned int dir = 0; dir < 2; dir++) {
+				struct cw_metrics_key k = { .reason = (__u8)r, .dir = (__u8)dir };
+				struct cw_metrics_value v;
+
+				if (cw_metrics_sum(n->dp->map_metrics, &k, &v) || !v.packets)
+					continue;
+				sb_printf(b, "causeway_datapath_packets_total{reason=\"%s\","
+					     "direction=\"%s\"} %llu\n", cw_reason_name(r),
+					  dir ? "egress" : "ingress", (unsigned long long)v.packets);
+			}
+		}
+	}
+}
+
+/* --- serving ---------------------------------------------------------------------- */
+
+static void respond(struct conn *c)
+{
+	struct cw_node *n = c->n;
+	cJSON *doc = NULL;
+	char *body = NULL;
+
+	if (c->http) {
+		struct sbuf b = { 0 };
+		bool ok = strncmp(c->req, "GET /metrics ", 13) == 0 || strncmp(c->req, "GET / ", 6) == 0;
+
+		if (ok)
+			metrics_text(n, &b);
+		body = b.s ? b.s : strdup("");
+		if (!body)
+			return;
+		if (asprintf(&c->resp, "HTTP/1.1 %s\r\nContent-Type: text/plain; version=0.0.4\r\n"
+			     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+			     ok ? "200 OK" : "404 Not Found", strlen(body), body) < 0)
+			c->resp = NULL;
+		free(body);
+	} else {
+		c->req[strcspn(c->req, "\r\n")] = '\0';
+		if (strcmp(c->req, "status") == 0)
+			doc = status_doc(n);
+		else if (strcmp(c->req, "endpoints") == 0)
+			doc = endpoints_doc(n);
+		else {
+			doc = cJSON_CreateObject();
+			if (doc)
+				cJSON_AddStringToObject(doc, "error", "unknown request");
+		}
+		body = doc ? cJSON_Print(doc) : NULL;
+		cJSON_Delete(doc);
+		if (body && asprintf(&c->resp, "%s\n", body) < 0)
+			c->resp = NULL;
+		free(body);
+	}
+	c->resp_len = c->resp ? strlen(c->resp) : 0;
+}
+
+static void on_conn(struct cw_loop *loop, int fd, uint32_t events, void *arg)
+{
+	struct conn *c = arg;
+	ssize_t r;
+
+	(void)loop;
+	if (!c->resp) {
+		r = read(fd, c->req + c->len, sizeof(c->req) - 1 - c->len);
+		if (r <= 0 && !(r < 0 && errno == EAGAIN)) {
+			conn_free(c);
+			return;
+		}
+		if (r > 0)
+			c->len += (size_t)r;
+		c->req[c->len] = '\0';
+		if (c->http ? !strstr(c->req, "\r\n\r\n") : !strchr(c->req, '\n')) {
+			if (c->len == sizeof(c->req) - 1)
+				conn_free(c);
+			return;
+		}
+		respond(c);
+		if (!c->resp || cw_io_modify(c->io, EPOLLOUT)) {
+			conn_free(c);
+			return;
+		}
+		return;
+	}
+	if (events & EPOLLOUT) {
+		r = write(fd, c->resp + c->sent, c->resp_len - c->sent);
+		if (r < 0 && errno == EAGAIN)
+			return;
+		if (r > 0)
+			c->sent += (size_t)r;
+		if (r <= 0 || c->sent == c->resp_len)
+			conn_free(c);
+	}
+}
+
+static void on_accept(struct cw_loop *loop, int lfd, uint32_t events, void *arg)
+{
+	struct cw_node *n = arg;
+	bool http = lfd == n->metrics_fd;
+	struct conn *c;
+	int fd;
+
+	(void)events;
+	while ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+		c = calloc(1, sizeof(*c));
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		c->n = n;
+		c->fd = fd;
+		c->http = http;
+		if (cw_io_add(loop, fd, EPOLLIN, on_conn, c, &c->io) ||
+		    cw_timer_add(loop, CONN_TIMEOUT_MS, 0, on_conn_timeout, c, &c->timeout)) {
+			conn_free(c);
+			continue;
+		}
+	}
+}
+
+static int listen_unix(const char *path, int *out)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	/* A previous helper's socket: it is gone, or we could not run twice. */
+	unlink(path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, 0600) < 0 ||
+	    listen(fd, 16) < 0) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	*out = fd;
+	return 0;
+}
+
+static int listen_tcp(const char *addr, int *out)
+{
+	char host[64];
+	const char *colon = strrchr(addr, ':');
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	int fd, one = 1;
+	long port;
+	char *end;
+
+	if (!colon || (size_t)(colon - addr) >= sizeof(host))
+		return -EINVAL;
+	snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
+	port = strtol(colon + 1, &end, 10);
+	if (*end || port <= 0 || port > 65535 || inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+		return -EINVAL;
+	sa.sin_port = htons((uint16_t)port);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 16) < 0) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	*out = fd;
+	return 0;
+}
+
+int cw_api_start(struct cw_node *n)
+{
+	int rc = listen_unix(n->o.socket, &n->api_fd);
+
+	if (rc) {
+		pr_err("api: cannot listen on %s: %s", n->o.socket, strerror(-rc));
+		return rc;
+	}
+	rc = cw_io_add(n->loop, n->api_fd, EPOLLIN, on_accept, n, &n->api_io);
+	if (rc || !n->o.metrics_addr)
+		return rc;
+	rc = listen_tcp(n->o.metrics_addr, &n->metrics_fd);
+	if (rc) {
+		pr_err("metrics: cannot listen on %s: %s", n->o.metrics_addr, strerror(-rc));
+		return rc;
+	}
+	return cw_io_add(n->loop, n->metrics_fd, EPOLLIN, on_accept, n, &n->metrics_io);
+}
+
+void cw_api_stop(struct cw_node *n)
+{
+	cw_io_del(n->api_io);
+	cw_io_del(n->metrics_io);
+	n->api_io = n->metrics_io = NULL;
+	if (n->api_fd >= 0)
+		unlink(n->o.socket);
+	cw_close(n->api_fd);
+	cw_close(n->metrics_fd);
+	n->api_fd = n->metrics_fd = -1;
+}

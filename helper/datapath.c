@@ -1,0 +1,312 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * The BPF map writer and route keeper: makes the ipcache, tunnel and
+ * endpoint maps, and the native routes, equal to what the mesh store says.
+ *
+ * Every reconcile computes the whole desired state from the mirrors and
+ * writes only what differs, then deletes what is not desired.  Nothing is
+ * deleted before every watch has delivered its first listing, so a
+ * restarting helper never withdraws an entry it simply has not re-read yet.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <bpf/bpf.h>
+#include <causeway/log.h>
+#include <causeway/netlink.h>
+#include <causeway/util.h>
+#include "netdev.h"
+#include "node.h"
+
+int cw_datapath_setup(struct cw_node *n)
+{
+	struct cw_config cfg = { 0 };
+	char lockdir[PATH_MAX];
+	int rc;
+
+	if (!n->dp) {
+		rc = cw_bpffs_ensure(n->o.bpf_root);
+		if (rc) {
+			pr_err("datapath: %s is not on a bpffs: %s", n->o.bpf_root, strerror(-rc));
+			return rc;
+		}
+		snprintf(lockdir, sizeof(lockdir), "%s/locks", n->o.state_dir);
+		/* Adopts what the plugin (or our predecessor) pinned; loads only if absent. */
+		rc = cw_dp_open(n->o.bpf_root, lockdir, true, &n->dp);
+		if (rc) {
+			pr_err("datapath: cannot load or adopt the programs in %s: %s", n->o.bpf_root,
+			       strerror(-rc));
+			return rc;
+		}
+	}
+	if (!n->nl) {
+		rc = cw_nl_open(&n->nl);
+		if (rc)
+			return rc;
+	}
+	if (!n->node_ip.s_addr)
+		return -EAGAIN; /* the Node informer brings it */
+	rc = cw_underlay_find(n->nl, n->node_ip, n->underlay_dev, &n->underlay_ifindex,
+			      &n->underlay_mtu);
+	if (rc) {
+		char a[16];
+
+		cw_addr4_str(n->node_ip, a);
+		cw_node_error(n, "datapath: no interface holds the node IP %s: %s", a, strerror(-rc));
+		return rc;
+	}
+	rc = cw_vxlan_ensure(n->nl, CW_VXLAN_DEV, CW_VXLAN_PORT,
+			     n->underlay_mtu - CW_VXLAN_OVERHEAD, &n->vxlan_ifindex);
+	if (rc)
+		return rc;
+	/*
+	 * Overlay packets for the node itself (not a local pod) go up its stack
+	 * from cw_vxlan, whose addresses reverse path filtering would not find.
+	 */
+	rc = cw_write_sysctl("/proc/sys/net/ipv4/conf/" CW_VXLAN_DEV "/rp_filter", "0");
+	if (rc)
+		pr_warn("datapath: cannot turn rp_filter off on %s: %s", CW_VXLAN_DEV, strerror(-rc));
+	rc = cw_tc_attach(n->vxlan_ifindex, n->dp->prog_from_overlay, true);
+	if (rc) {
+		pr_err("datapath: cannot attach from_overlay to %s: %s", CW_VXLAN_DEV, strerror(-rc));
+		return rc;
+	}
+	cfg.vxlan_ifindex = (__u32)n->vxlan_ifindex;
+	cfg.node_ip = n->node_ip.s_addr;
+	cfg.cluster_id = (__u16)n->o.cluster_id;
+	rc = cw_config_put(n->dp, &cfg);
+	if (rc)
+		return rc;
+	n->dp_ready = true;
+	pr_info("datapath: ready on %s (underlay %s, MTU %u)", n->o.bpf_root, n->underlay_dev,
+		n->underlay_mtu);
+	return 0;
+}
+
+void cw_datapath_update_endpoint(struct cw_node *n, const struct cw_local_ep *ep)
+{
+	struct cw_endpoint_info info;
+
+	if (!n->dp || !ep->identity)
+		return;
+	/* Only the entry the plugin wrote for this very veth: the IP may have moved on. */
+	if (cw_ep_get(n->dp, ep->st.ip.s_addr, &info) ||
+	    info.ifindex != (__u32)ep->st.host_ifindex || info.identity == ep->identity)
+		return;
+	info.identity = ep->identity;
+	if (cw_ep_put(n->dp, ep->st.ip.s_addr, &info) == 0)
+		n->c.map_writes++;
+}
+
+/* --- desired state --------------------------------------------------------------- */
+
+struct want_lpm {
+	struct cw_lpm_key key;
+	union {
+		struct cw_ipcache_info ip;
+		struct cw_tunnel_info tun;
+	} v;
+};
+
+struct desired {
+	struct cw_node *n;
+	struct want_lpm *ipc, *tun;
+	size_t n_ipc, n_tun, cap_ipc, cap_tun;
+	struct cw_route *routes;
+	size_t n_routes, cap_routes;
+	int err;
+};
+
+static void *grow(void *arr, size_t *cap, size_t n, size_t size, int *err)
+{
+	void *na;
+
+	if (n < *cap)
+		return arr;
+	na = realloc(arr, (*cap ? *cap * 2 : 64) * size);
+	if (!na) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	*cap = *cap ? *cap * 2 : 64;
+	return na;
+}
+
+/* Whether traffic to @node_ip goes over VXLAN in this routing mode. */
+static bool tunnel_to(struct cw_node *n, struct in_addr node_ip)
+{
+	switch (n->o.routing) {
+	case CW_ROUTING_TUNNEL:
+		return true;
+	case CW_ROUTING_NATIVE:
+		return false;
+	case CW_ROUTING_HYBRID:
+		return !cw_onlink(n->nl, n->underlay_ifindex, node_ip);
+	}
+	return true;
+}
+
+static void want_node(const struct cw_kv_pair *kv, void *arg)
+{
+	struct desired *d = arg;
+	struct cw_node *n = d->n;
+	struct cw_node_rec r;
+	char err[256];
+	void *p;
+
+	if (d->err || cw_node_rec_parse(kv->key, kv->value, kv->value_len, n->o.cluster,
+					 n->o.cluster_id, &r, err, sizeof(err)))
+		return;
+	if (strcmp(r.name, n->o.node_name) == 0 || !r.pod_cidr.len)
+		return;
+	if (tunnel_to(n, r.internal_ip)) {
+		p = grow(d->tun, &d->cap_tun, d->n_tun, sizeof(*d->tun), &d->err);
+		if (!p)
+			return;
+		d->tun = p;
+		d->tun[d->n_tun++] = (struct want_lpm){
+			.key = { r.pod_cidr.len, r.pod_cidr.addr.s_addr },
+			.v.tun = { .node_ip = r.internal_ip.s_addr },
+		};
+	} else {
+		p = grow(d->routes, &d->cap_routes, d->n_routes, sizeof(*d->routes), &d->err);
+		if (!p)
+			return;
+		d->routes = p;
+		d->routes[d->n_routes++] = (struct cw_route){ r.pod_cidr, r.internal_ip };
+	}
+}
+
+static void want_ip(const struct cw_kv_pair *kv, void *arg)
+{
+	struct desired *d = arg;
+	struct cw_node *n = d->n;
+	struct cw_ip_rec r;
+	char err[256];
+	void *p;
+
+	if (d->err || cw_ip_rec_parse(kv->key, kv->value, kv->value_len, n->o.cluster_id, &r, err,
+				      sizeof(err)))
+		return;
+	p = grow(d->ipc, &d->cap_ipc, d->n_ipc, sizeof(*d->ipc), &d->err);
+	if (!p)
+		return;
+	d->ipc = p;
+	d->ipc[d->n_ipc++] = (struct want_lpm){
+		.key = { 32, r.ip.s_addr },
+		.v.ip = {
+			.identity = r.identity,
+			.tunnel_ip = r.host_ip.s_addr != n->node_ip.s_addr && tunnel_to(n, r.host_ip) ?
+				     r.host_ip.s_addr : 0,
+			.cluster_id = (__u16)n->o.cluster_id,
+		},
+	};
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+	const struct cw_lpm_key *x = a, *y = b;
+
+	if (x->prefixlen != y->prefixlen)
+		return x->prefixlen < y->prefixlen ? -1 : 1;
+	return x->ip4 < y->ip4 ? -1 : x->ip4 > y->ip4;
+}
+
+typedef int (*keys_fn)(const struct cw_dp *dp, struct cw_lpm_key **keys, size_t *n);
+typedef int (*get_fn)(const struct cw_dp *dp, const struct cw_lpm_key *k, void *v);
+
+/*
+ * Exact-prefix reads: a plain lookup in an LPM trie answers for a missing
+ * /32 with its covering prefix, which would hide the missing entry.
+ */
+static int get_ipcache(const struct cw_dp *dp, const struct cw_lpm_key *k, void *v)
+{
+	return cw_ipcache_get(dp, k->ip4, (__u8)k->prefixlen, v);
+}
+
+static int get_tunnel(const struct cw_dp *dp, const struct cw_lpm_key *k, void *v)
+{
+	return cw_tunnel_get(dp, k->ip4, (__u8)k->prefixlen, v);
+}
+
+/*
+ * Write @want (sorted here) into the LPM map @fd, values of @vsize bytes,
+ * then delete every key of the map that @want lacks.
+ */
+static int sync_lpm(struct cw_node *n, int fd, struct want_lpm *want, size_t count, size_t vsize,
+		    get_fn get, keys_fn keys)
+{
+	struct cw_lpm_key *have = NULL;
+	size_t nh = 0;
+	int rc = 0;
+
+	qsort(want, count, sizeof(*want), cmp_key);
+	for (size_t i = 0; i < count; i++) {
+		union { struct cw_ipcache_info ip; struct cw_tunnel_info tun; } cur;
+
+		if (get(n->dp, &want[i].key, &cur) == 0 &&
+		    memcmp(&cur, &want[i].v, vsize) == 0)
+			continue;
+		if (bpf_map_update_elem(fd, &want[i].key, &want[i].v, BPF_ANY) == 0)
+			n->c.map_writes++;
+		else
+			rc = -errno;
+	}
+	if (keys(n->dp, &have, &nh) == 0)
+		for (size_t j = 0; j < nh; j++) {
+			if (bsearch(&have[j], want, count, sizeof(*want), cmp_key))
+				continue;
+			if (bpf_map_delete_elem(fd, &have[j]) == 0)
+				n->c.map_deletes++;
+		}
+	free(have);
+	return rc;
+}
+
+int cw_datapath_reconcile(struct cw_node *n)
+{
+	struct cw_kv_watch_status sn, si, sd;
+	struct desired d = { .n = n };
+	unsigned int added = 0, deleted = 0;
+	int rc = 0;
+
+	if (!n->dp_ready || !n->w_nodes)
+		return 0;
+	cw_kv_watch_get_status(n->w_nodes, &sn);
+	cw_kv_watch_get_status(n->w_ips, &si);
+	cw_kv_watch_get_status(n->w_ids, &sd);
+	if (!sn.synced || !si.synced || !sd.synced)
+		return 0; /* on_mesh_synced calls again */
+
+	cw_kv_watch_foreach(n->w_nodes, want_node, &d);
+	cw_kv_watch_foreach(n->w_ips, want_ip, &d);
+	if (d.err) {
+		rc = d.err;
+		goto out;
+	}
+	/* cmp_key sorts want_lpm by its first member, the key. */
+	rc = sync_lpm(n, n->dp->map_tunnel, d.tun, d.n_tun, sizeof(struct cw_tunnel_info),
+		      get_tunnel, cw_tunnel_keys);
+	if (rc)
+		cw_node_error(n, "datapath: tunnel map write failed: %s", strerror(-rc));
+	rc = sync_lpm(n, n->dp->map_ipcache, d.ipc, d.n_ipc, sizeof(struct cw_ipcache_info),
+		      get_ipcache, cw_ipcache_keys);
+	if (rc)
+		cw_node_error(n, "datapath: ipcache write failed: %s", strerror(-rc));
+	rc = cw_routes_sync(n->nl, n->underlay_ifindex, d.routes, d.n_routes, &added, &deleted);
+	n->c.route_adds += added;
+	n->c.route_deletes += deleted;
+	if (rc)
+		cw_node_error(n, "datapath: route sync: %s", strerror(-rc));
+	for (struct cw_local_ep *e = n->eps; e; e = e->next)
+		cw_datapath_update_endpoint(n, e);
+	n->c.reconciles++;
+	n->dp_synced = true;
+	n->last_reconcile_ms = cw_loop_now_ms();
+out:
+	free(d.ipc);
+	free(d.tun);
+	free(d.routes);
+	return rc;
+}

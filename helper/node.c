@@ -1,0 +1,897 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * The node role's life cycle and its side of the mesh store.
+ *
+ * Start-up order matters for "a restart never interrupts traffic": the
+ * pinned maps are adopted as they are, the watches list the store, and only
+ * when every watch has delivered its first listing does datapath.c write
+ * the difference and prune what is stale.  Until then the maps keep
+ * forwarding with what the previous helper left.
+ *
+ * Publication: the node record, one ip/v1 record per local pod IP and one
+ * identity reference per label set in use, all bound to one lease kept
+ * alive at a third of its TTL, so a dead node's records expire by
+ * themselves.  A lost lease (etcd down longer than the TTL) is granted
+ * anew and everything is published again.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <causeway/log.h>
+#include <causeway/netlink.h>
+#include <causeway/util.h>
+#include "node.h"
+
+#define PUBLISH_BACKOFF_BASE_MS 200
+#define PUBLISH_BACKOFF_CAP_MS 10000
+
+const char *cw_routing_name(enum cw_routing r)
+{
+	switch (r) {
+	case CW_ROUTING_TUNNEL: return "tunnel";
+	case CW_ROUTING_NATIVE: return "native";
+	case CW_ROUTING_HYBRID: return "hybrid";
+	}
+	return "?";
+}
+
+bool cw_routing_parse(const char *s, enum cw_routing *out)
+{
+	if (strcmp(s, "tunnel") == 0)
+		*out = CW_ROUTING_TUNNEL;
+	else if (strcmp(s, "native") == 0)
+		*out = CW_ROUTING_NATIVE;
+	else if (strcmp(s, "hybrid") == 0)
+		*out = CW_ROUTING_HYBRID;
+	else
+		return false;
+	return true;
+}
+
+void cw_node_error(struct cw_node *n, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(n->last_error, sizeof(n->last_error), fmt, ap);
+	va_end(ap);
+	pr_warn("%s", n->last_error);
+}
+
+void cw_node_reconcile_soon(struct cw_node *n)
+{
+	if (!cw_timer_armed(n->t_reconcile))
+		cw_timer_arm(n->t_reconcile, 0);
+}
+
+void cw_node_publish_soon(struct cw_node *n)
+{
+	n->publish_attempt = 0;
+	cw_timer_arm(n->t_publish, 0);
+}
+
+static void publish_retry(struct cw_node *n)
+{
+	n->c.publish_errors++;
+	cw_timer_arm(n->t_publish, cw_backoff_ms(n->publish_attempt++, PUBLISH_BACKOFF_BASE_MS,
+						  PUBLISH_BACKOFF_CAP_MS));
+}
+
+/* --- identities ------------------------------------------------------------- */
+
+/*
+ * Labels that say nothing about security and change with every rollout;
+ * Cilium leaves the same ones out of identities.
+ */
+static bool label_ignored(const char *key)
+{
+	return strcmp(key, "pod-template-hash") == 0 ||
+	       strcmp(key, "controller-revision-hash") == 0 ||
+	       strcmp(key, "pod-template-generation") == 0;
+}
+
+/*
+ * The pod's security labels: its own labels, its namespace's labels, its
+ * namespace and its cluster.  -EAGAIN while Kubernetes has not told us the
+ * pod yet (the identity would otherwise flap from a partial set).
+ */
+static int ep_labels(struct cw_node *n, const struct cw_local_ep *ep, char *out, size_t len)
+{
+	const char *pairs[2 * 128];
+	char keys[128][320];
+	size_t np = 0, nk = 0;
+	const cJSON *pod = NULL, *ns = NULL, *l;
+	const char *nsname = ep->st.pod_namespace[0] ? ep->st.pod_namespace : "default";
+
+	if (n->i_pods) {
+		if (!cw_k8s_informer_synced(n->i_pods))
+			return -EAGAIN;
+		pod = ep->st.pod_name[0] ? cw_k8s_informer_get(n->i_pods, nsname, ep->st.pod_name) : NULL;
+		if (ep->st.pod_name[0] && !pod)
+			return -EAGAIN;
+		if (n->i_namespaces)
+			ns = cw_k8s_informer_get(n->i_namespaces, NULL, nsname);
+	}
+	l = pod ? cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(pod, "metadata"),
+						   "labels") : NULL;
+	cJSON_ArrayForEach(l, l) {
+		if (np >= 120)
+			break;
+		if (!cJSON_IsString(l) || label_ignored(l->string))
+			continue;
+		pairs[2 * np] = l->string;
+		pairs[2 * np + 1] = l->valuestring;
+		np++;
+	}
+	l = ns ? cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ns, "metadata"),
+						  "labels") : NULL;
+	cJSON_ArrayForEach(l, l) {
+		if (np >= 124 || nk >= 120)
+			break;
+		if (!cJSON_IsString(l))
+			continue;
+		snprintf(keys[nk], sizeof(keys[nk]), "io.cilium.k8s.namespace.labels.%s", l->string);
+		pairs[2 * np] = keys[nk++];
+		pairs[2 * np + 1] = l->valuestring;
+		np++;
+	}
+	pairs[2 * np] = "io.kubernetes.pod.namespace";
+	pairs[2 * np + 1] = nsname;
+	np++;
+	pairs[2 * np] = "io.cilium.k8s.policy.cluster";
+	pairs[2 * np + 1] = n->o.cluster;
+	np++;
+	return cw_labels_format(pairs, np, out, len);
+}
+
+struct id_search {
+	const char *labels;
+	uint32_t found;
+	uint8_t *used;         /* bitmap of local ids taken in our cluster */
+	unsigned int cluster_id;
+};
+
+static void id_scan(const struct cw_kv_pair *kv, void *arg)
+{
+	struct id_search *s = arg;
+	uint32_t id;
+
+	if (cw_identity_key_parse(kv->key, &id))
+		return;
+	if (cw_identity_in_cluster(id, s->cluster_id))
+		s->used[(id & 0xffff) / 8] |= (uint8_t)(1u << (id & 7));
+	if (!s->found && strcmp(kv->value, s->labels) == 0 &&
+	    cw_identity_in_cluster(id, s->cluster_id))
+		s->found = id;
+}
+
+static int value_ref(const struct cw_kv_pair *kv, void *arg)
+{
+	struct id_search *s = arg;
+	char *end;
+	unsigned long v = strtoul(kv->value, &end, 10);
+
+	if (!s->found && *end == '\0' && v <= 0xffffff &&
+	    cw_identity_in_cluster((uint32_t)v, s->cluster_id))
+		s->found = (uint32_t)v;
+	return 0;
+}
+
+/*
+ * The cluster-wide number for @labels: an existing id/<n> holding these
+ * labels, else a new one claimed by a transaction that succeeds only if
+ * neither id/<n> nor any value/<labels>/ reference exists, so two nodes
+ * racing for the same labels cannot both create one.  Either way this
+ * node's reference value/<labels>/<node> is put under our lease.
+ */
+static int identity_resolve(struct cw_node *n, const char *labels, uint32_t *out)
+{
+	static const size_t bitmap_len = 65536 / 8;
+	struct id_search s = { .labels = labels, .cluster_id = n->o.cluster_id };
+	char vprefix[CW_LABELS_MAX + 64], vend[CW_LABELS_MAX + 64], vkey[CW_LABELS_MAX + 320];
+	char idkey[64], idstr[16];
+	int rc;
+
+	snprintf(vprefix, sizeof(vprefix), CW_KEY_VALUE "%s/", labels);
+	snprintf(vkey, sizeof(vkey), "%s%s", vprefix, n->o.node_name);
+	rc = cw_kvp_prefix_end(vprefix, vend, sizeof(vend));
+	if (rc)
+		return rc;
+	s.used = calloc(1, bitmap_len);
+	if (!s.used)
+		return -ENOMEM;
+	cw_kv_watch_foreach(n->w_ids, id_scan, &s);
+	for (uint32_t local = CW_IDENTITY_LOCAL_MIN; !s.found && local <= CW_IDENTITY_LOCAL_MAX;
+	     local++) {
+		uint32_t id = (uint32_t)n->o.cluster_id << 16 | local;
+		struct cw_kvp_absent absent[2] = { { idkey, NULL }, { vprefix, vend } };
+		struct cw_kvp_put puts[2];
+		struct cw_kv_pair p;
+
+		if (s.used[local / 8] & (1u << (local & 7)))
+			continue;
+		snprintf(idkey, sizeof(idkey), CW_KEY_ID "%" PRIu32, id);
+		snprintf(idstr, sizeof(idstr), "%" PRIu32, id);
+		puts[0] = (struct cw_kvp_put){ idkey, labels, strlen(labels), 0 };
+		puts[1] = (struct cw_kvp_put){ vkey, idstr, strlen(idstr), n->lease };
+		rc = cw_kv_txn_if_absent(n->kv, absent, 2, puts, 2);
+		if (rc == 0) {
+			s.found = id;
+			n->c.identities_allocated++;
+			pr_info("identity: allocated %" PRIu32 " for %s", id, labels);
+			break;
+		}
+		if (rc != -EEXIST)
+			goto out;
+		/*
+		 * Lost a race: id/<n> is someone else's, or another node gave
+		 * these labels a number first (its value/ reference says which).
+		 */
+		if (cw_kv_get(n->kv, idkey, &p) == 0) {
+			if (strcmp(p.value, labels) == 0)
+				s.found = id;
+			cw_kv_pair_clear(&p);
+		}
+		if (!s.found) {
+			rc = cw_kv_list(n->kv, vprefix, 1, value_ref, &s, NULL);
+			if (rc && rc != -ENOENT)
+				goto out;
+		}
+		s.used[local / 8] |= (uint8_t)(1u << (local & 7));
+		rc = 0;
+	}
+	if (!s.found) {
+		rc = -ENOSPC;
+		cw_node_error(n, "identity: cluster %u has no free identity left for %s",
+			      n->o.cluster_id, labels);
+		goto out;
+	}
+	snprintf(idstr, sizeof(idstr), "%" PRIu32, s.found);
+	rc = cw_kv_put(n->kv, vkey, idstr, strlen(idstr), n->lease);
+	if (rc == 0)
+		*out = s.found;
+out:
+	free(s.used);
+	return rc;
+}
+
+/* --- publication ------------------------------------------------------------ */
+
+static void ip_key(struct in_addr ip, char *buf, size_t len)
+{
+	char a[16];
+
+	cw_addr4_str(ip, a);
+	snprintf(buf, len, CW_KEY_IPS "%s", a);
+}
+
+static int publish_node(struct cw_node *n)
+{
+	struct cw_node_rec r = { .cluster_id = n->o.cluster_id, .internal_ip = n->node_ip,
+				 .pod_cidr = n->pod_cidr };
+	char key[512], *val;
+	int rc;
+
+	snprintf(r.name, sizeof(r.name), "%s", n->o.node_name);
+	snprintf(r.cluster, sizeof(r.cluster), "%s", n->o.cluster);
+	snprintf(r.boot_id, sizeof(r.boot_id), "%s", n->boot_id);
+	val = cw_node_rec_format(&r);
+	if (!val)
+		return -ENOMEM;
+	snprintf(key, sizeof(key), CW_KEY_NODES "%s/%s", n->o.cluster, n->o.node_name);
+	rc = cw_kv_put(n->kv, key, val, strlen(val), n->lease);
+	free(val);
+	if (rc == 0)
+		pr_info("published node %s (%s)", key, n->pod_cidr.len ? "with PodCIDR" : "no PodCIDR");
+	return rc;
+}
+
+static int publish_ep(struct cw_node *n, struct cw_local_ep *ep)
+{
+	struct cw_ip_rec r = { .ip = ep->st.ip, .host_ip = n->node_ip };
+	char key[96], *val, labels[CW_LABELS_MAX];
+	int rc;
+
+	rc = ep_labels(n, ep, labels, sizeof(labels));
+	if (rc)
+		return rc;
+	if (strcmp(labels, ep->labels) != 0 || !ep->identity) {
+		uint32_t id = 0;
+
+		rc = identity_resolve(n, labels, &id);
+		if (rc)
+			return rc;
+		snprintf(ep->labels, sizeof(ep->labels), "%s", labels);
+		ep->identity = id;
+		cw_datapath_update_endpoint(n, ep);
+	}
+	r.identity = ep->identity;
+	snprintf(r.k8s_namespace, sizeof(r.k8s_namespace), "%s", ep->st.pod_namespace);
+	snprintf(r.k8s_pod_name, sizeof(r.k8s_pod_name), "%s", ep->st.pod_name);
+	val = cw_ip_rec_format(&r);
+	if (!val)
+		return -ENOMEM;
+	ip_key(ep->st.ip, key, sizeof(key));
+	rc = cw_kv_put(n->kv, key, val, strlen(val), n->lease);
+	free(val);
+	if (rc == 0)
+		ep->published = true;
+	return rc;
+}
+
+/* A label set no local endpoint uses any more: drop our reference to it. */
+static void release_labels(struct cw_node *n, const char *labels)
+{
+	char vkey[CW_LABELS_MAX + 320];
+
+	if (!labels[0])
+		return;
+	for (struct cw_local_ep *e = n->eps; e; e = e->next)
+		if (strcmp(e->labels, labels) == 0)
+			return;
+	snprintf(vkey, sizeof(vkey), CW_KEY_VALUE "%s/%s", labels, n->o.node_name);
+	if (cw_kv_delete(n->kv, vkey, false))
+		pr_warn("identity: cannot drop %s: %s", vkey, cw_kv_error(n->kv));
+}
+
+static void on_publish(struct cw_loop *loop, void *arg)
+{
+	struct cw_node *n = arg;
+	bool waiting = false;
+	int rc;
+
+	(void)loop;
+	if (!n->lease || !n->node_ip.s_addr)
+		return; /* the lease timer or the Node informer calls again */
+	while (n->withdraw) {
+		struct cw_withdraw *w = n->withdraw;
+
+		rc = cw_kv_delete(n->kv, w->key, false);
+		if (rc) {
+			cw_node_error(n, "etcd: cannot withdraw %s: %s", w->key, cw_kv_error(n->kv));
+			publish_retry(n);
+			return;
+		}
+		n->withdraw = w->next;
+		free(w);
+	}
+	if (!n->node_published) {
+		rc = publish_node(n);
+		if (rc) {
+			cw_node_error(n, "etcd: cannot publish node: %s", cw_kv_error(n->kv));
+			publish_retry(n);
+			return;
+		}
+		n->node_published = true;
+	}
+	for (struct cw_local_ep *ep = n->eps; ep; ep = ep->next) {
+		if (ep->published)
+			continue;
+		rc = publish_ep(n, ep);
+		if (rc == -EAGAIN) {
+			waiting = true; /* the pod informer will call again */
+			continue;
+		}
+		if (rc) {
+			char a[16];
+
+			cw_addr4_str(ep->st.ip, a);
+			cw_node_error(n, "etcd: cannot publish endpoint %s (%s/%s): %s", a,
+				      ep->st.pod_namespace, ep->st.pod_name, cw_kv_error(n->kv));
+			publish_retry(n);
+			return;
+		}
+	}
+	n->publish_attempt = 0;
+	n->last_publish_ms = cw_loop_now_ms();
+	if (!waiting)
+		n->last_error[0] = '\0';
+}
+
+static void republish_all(struct cw_node *n)
+{
+	n->node_published = false;
+	for (struct cw_local_ep *ep = n->eps; ep; ep = ep->next) {
+		ep->published = false;
+		ep->identity = 0; /* the value/ reference died with the lease */
+	}
+	cw_node_publish_soon(n);
+}
+
+/* --- the lease -------------------------------------------------------------- */
+
+static void on_lease(struct cw_loop *loop, void *arg)
+{
+	struct cw_node *n = arg;
+	int64_t ttl = 0;
+	int rc;
+
+	(void)loop;
+	if (n->lease) {
+		rc = cw_kv_lease_keepalive(n->kv, n->lease, &ttl);
+		if (rc == 0)
+			return;
+		if (rc != -ENOENT) {
+			cw_node_error(n, "etcd: lease keepalive: %s", cw_kv_error(n->kv));
+			return;
+		}
+		pr_warn("etcd: lease %" PRId64 " expired; granting a new one and republishing",
+			n->lease);
+		n->lease = 0;
+	}
+	rc = cw_kv_lease_grant(n->kv, n->o.lease_ttl, &n->lease);
+	if (rc) {
+		n->lease = 0;
+		cw_node_error(n, "etcd: lease grant: %s", cw_kv_error(n->kv));
+		return;
+	}
+	pr_info("etcd: lease %" PRId64 " granted (TTL %d s)", n->lease, n->o.lease_ttl);
+	republish_all(n);
+}
+
+/* --- endpoints (the plugin's state files) ------------------------------------ */
+
+static struct cw_local_ep *ep_find(struct cw_node *n, const char *cid, const char *ifname)
+{
+	for (struct cw_local_ep *e = n->eps; e; e = e->next)
+		if (strcmp(e->st.container_id, cid) == 0 && strcmp(e->st.ifname, ifname) == 0)
+			return e;
+	return NULL;
+}
+
+static int scan_one(const struct cw_endpoint_state *st, void *arg)
+{
+	struct cw_node *n = arg;
+	struct cw_local_ep *e = ep_find(n, st->container_id, st->ifname);
+
+	if (e) {
+		e->seen = true;
+		if (e->st.ip.s_addr != st->ip.s_addr || e->st.host_ifindex != st->host_ifindex) {
+			e->st = *st;
+			e->published = false;
+		}
+		return 0;
+	}
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->st = *st;
+	e->seen = true;
+	e->next = n->eps;
+	n->eps = e;
+	pr_info("endpoint %s/%s (%s) appeared", st->pod_namespace, st->pod_name, st->host_ifname);
+	return 0;
+}
+
+static void queue_withdraw(struct cw_node *n, struct in_addr ip)
+{
+	struct cw_withdraw *w = calloc(1, sizeof(*w));
+
+	if (!w) {
+		cw_node_error(n, "out of memory queueing a withdrawal");
+		return;
+	}
+	ip_key(ip, w->key, sizeof(w->key));
+	w->next = n->withdraw;
+	n->withdraw = w;
+}
+
+static void endpoints_rescan(struct cw_node *n)
+{
+	struct cw_local_ep **p;
+
+	for (struct cw_local_ep *e = n->eps; e; e = e->next)
+		e->seen = false;
+	cw_endpoint_foreach(n->o.state_dir, scan_one, n);
+	for (p = &n->eps; *p;) {
+		struct cw_local_ep *e = *p;
+
+		if (e->seen) {
+			p = &e->next;
+			continue;
+		}
+		*p = e->next;
+		pr_info("endpoint %s/%s (%s) went away", e->st.pod_namespace, e->st.pod_name,
+			e->st.host_ifname);
+		/* A new pod may already own the IP: withdraw only what we published. */
+		if (e->published)
+			queue_withdraw(n, e->st.ip);
+		release_labels(n, e->labels);
+		free(e);
+	}
+	cw_node_publish_soon(n);
+	cw_node_reconcile_soon(n);
+}
+
+static void on_inotify(struct cw_loop *loop, int fd, uint32_t events, void *arg)
+{
+	char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+
+	(void)loop;
+	(void)events;
+	/* Drain, then rescan once: a burst of ADDs costs one directory read. */
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	endpoints_rescan(arg);
+}
+
+static int endpoints_watch(struct cw_node *n)
+{
+	char dir[PATH_MAX];
+	int rc;
+
+	snprintf(dir, sizeof(dir), "%s/%s", n->o.state_dir, CW_ENDPOINT_DIR);
+	rc = cw_mkdir_p(dir, 0700);
+	if (rc)
+		return rc;
+	n->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (n->inotify_fd < 0)
+		return -errno;
+	/* The plugin writes by rename, removes by unlink. */
+	if (inotify_add_watch(n->inotify_fd, dir,
+			      IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE) < 0)
+		return -errno;
+	return cw_io_add(n->loop, n->inotify_fd, EPOLLIN, on_inotify, n, &n->inotify_io);
+}
+
+/* --- Kubernetes --------------------------------------------------------------- */
+
+static int write_podcidr(struct cw_node *n)
+{
+	char path[PATH_MAX], buf[32], a[16];
+
+	cw_addr4_str(n->pod_cidr.addr, a);
+	snprintf(buf, sizeof(buf), "%s/%u\n", a, n->pod_cidr.len);
+	snprintf(path, sizeof(path), "%s/podcidr", n->o.state_dir);
+	return cw_write_file_atomic(path, buf, strlen(buf), true);
+}
+
+/* The node's address and PodCIDR are known: the datapath and records can follow. */
+static void node_identity_known(struct cw_node *n)
+{
+	int rc;
+
+	if (!n->node_ip.s_addr)
+		return;
+	if (!n->dp_ready) {
+		rc = cw_datapath_setup(n);
+		if (rc)
+			cw_node_error(n, "datapath setup failed: %s", strerror(-rc));
+	}
+	if (n->pod_cidr.len) {
+		rc = write_podcidr(n);
+		if (rc)
+			cw_node_error(n, "cannot write %s/podcidr: %s", n->o.state_dir, strerror(-rc));
+	}
+	n->node_published = false;
+	cw_node_publish_soon(n);
+	cw_node_reconcile_soon(n);
+}
+
+static void on_node_obj(struct cw_k8s_informer *inf, enum cw_k8s_event_type type,
+			const cJSON *obj, const cJSON *old, void *arg)
+{
+	struct cw_node *n = arg;
+	const cJSON *spec, *status, *addrs, *a, *cidr;
+	struct in_addr ip = n->o.node_ip;
+	struct cw_prefix4 p = n->o.pod_cidr;
+
+	(void)inf;
+	(void)old;
+	if (type == CW_K8S_DELETED)
+		return; /* keep what we had: a deleted Node is drained by its owner */
+	spec = cJSON_GetObjectItemCaseSensitive(obj, "spec");
+	status = cJSON_GetObjectItemCaseSensitive(obj, "status");
+	if (!p.len) {
+		cidr = cJSON_GetObjectItemCaseSensitive(spec, "podCIDR");
+		if (cJSON_IsString(cidr) && !cw_prefix4_parse(cidr->valuestring, &p))
+			cw_node_error(n, "Node %s: spec.podCIDR \"%s\" is not an IPv4 prefix",
+				      n->o.node_name, cidr->valuestring);
+	}
+	if (!ip.s_addr) {
+		addrs = cJSON_GetObjectItemCaseSensitive(status, "addresses");
+		cJSON_ArrayForEach(a, addrs) {
+			const cJSON *t = cJSON_GetObjectItemCaseSensitive(a, "type");
+			const cJSON *v = cJSON_GetObjectItemCaseSensitive(a, "address");
+
+			if (cJSON_IsString(t) && cJSON_IsString(v) &&
+			    strcmp(t->valuestring, "InternalIP") == 0 &&
+			    cw_addr4_parse(v->valuestring, &ip))
+				break;
+		}
+	}
+	if (ip.s_addr == n->node_ip.s_addr && p.len == n->pod_cidr.len &&
+	    p.addr.s_addr == n->pod_cidr.addr.s_addr)
+		return;
+	n->node_ip = ip;
+	n->pod_cidr = p;
+	node_identity_known(n);
+}
+
+/* A pod's labels changed: its endpoints need their identity looked at again. */
+static void on_pod(struct cw_k8s_informer *inf, enum cw_k8s_event_type type, const cJSON *obj,
+		   const cJSON *old, void *arg)
+{
+	struct cw_node *n = arg;
+	const cJSON *md = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
+	const cJSON *name = cJSON_GetObjectItemCaseSensitive(md, "name");
+	const cJSON *ns = cJSON_GetObjectItemCaseSensitive(md, "namespace");
+	bool any = false;
+
+	(void)inf;
+	(void)old;
+	if (type == CW_K8S_DELETED || !cJSON_IsString(name) || !cJSON_IsString(ns))
+		return;
+	for (struct cw_local_ep *e = n->eps; e; e = e->next)
+		if (strcmp(e->st.pod_name, name->valuestring) == 0 &&
+		    strcmp(e->st.pod_namespace, ns->valuestring) == 0 && !e->published) {
+			any = true;
+		} else if (strcmp(e->st.pod_name, name->valuestring) == 0 &&
+			   strcmp(e->st.pod_namespace, ns->valuestring) == 0) {
+			char labels[CW_LABELS_MAX];
+
+			if (ep_labels(n, e, labels, sizeof(labels)) == 0 &&
+			    strcmp(labels, e->labels) != 0) {
+				e->published = false;
+				any = true;
+			}
+		}
+	if (any)
+		cw_node_publish_soon(n);
+}
+
+static void on_namespace(struct cw_k8s_informer *inf, enum cw_k8s_event_type type,
+			 const cJSON *obj, const cJSON *old, void *arg)
+{
+	struct cw_node *n = arg;
+	const cJSON *name = cJSON_GetObjectItemCaseSensitive(
+		cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "name");
+	bool any = false;
+
+	(void)inf;
+	(void)old;
+	(void)type;
+	if (!cJSON_IsString(name))
+		return;
+	for (struct cw_local_ep *e = n->eps; e; e = e->next) {
+		char labels[CW_LABELS_MAX];
+
+		if (strcmp(e->st.pod_namespace, name->valuestring) != 0)
+			continue;
+		if (ep_labels(n, e, labels, sizeof(labels)) == 0 && strcmp(labels, e->labels) != 0) {
+			e->published = false;
+			any = true;
+		}
+	}
+	if (any)
+		cw_node_publish_soon(n);
+}
+
+static void on_pods_synced(struct cw_k8s_informer *inf, void *arg)
+{
+	(void)inf;
+	cw_node_publish_soon(arg);
+}
+
+static int k8s_start(struct cw_node *n)
+{
+	struct cw_k8s_config cfg = { .url = n->o.k8s_api, .token_file = n->o.k8s_token_file,
+				     .ca_file = n->o.k8s_ca_file };
+	char err[512], node_sel[320], pod_sel[320];
+	struct cw_k8s_informer_opts io = { 0 };
+	int rc;
+
+	rc = cw_k8s_new(n->loop, &cfg, &n->k8s, err, sizeof(err));
+	if (rc) {
+		pr_err("kubernetes: %s", err);
+		return rc;
+	}
+	snprintf(node_sel, sizeof(node_sel), "metadata.name=%s", n->o.node_name);
+	io = (struct cw_k8s_informer_opts){ "/api/v1/nodes", node_sel, NULL, on_node_obj, NULL, n };
+	rc = cw_k8s_informer_new(n->k8s, &io, &n->i_node);
+	if (rc)
+		return rc;
+	io = (struct cw_k8s_informer_opts){ "/api/v1/namespaces", NULL, NULL, on_namespace, NULL, n };
+	rc = cw_k8s_informer_new(n->k8s, &io, &n->i_namespaces);
+	if (rc)
+		return rc;
+	snprintf(pod_sel, sizeof(pod_sel), "spec.nodeName=%s", n->o.node_name);
+	io = (struct cw_k8s_informer_opts){ "/api/v1/pods", pod_sel, NULL, on_pod, on_pods_synced, n };
+	return cw_k8s_informer_new(n->k8s, &io, &n->i_pods);
+}
+
+/* --- mesh store watches -------------------------------------------------------- */
+
+static void on_mesh_put(void *arg, const struct cw_kv_pair *kv, const struct cw_kv_pair *old)
+{
+	(void)kv;
+	(void)old;
+	cw_node_reconcile_soon(arg);
+}
+
+static void on_mesh_del(void *arg, const struct cw_kv_pair *old)
+{
+	struct cw_node *n = arg;
+	char mine[512];
+
+	/* Our own record vanished (an operator, a lost lease): put it back. */
+	snprintf(mine, sizeof(mine), CW_KEY_NODES "%s/%s", n->o.cluster, n->o.node_name);
+	if (strcmp(old->key, mine) == 0 && n->node_published) {
+		n->node_published = false;
+		cw_node_publish_soon(n);
+	}
+	if (strncmp(old->key, CW_KEY_IPS, strlen(CW_KEY_IPS)) == 0)
+		for (struct cw_local_ep *e = n->eps; e; e = e->next) {
+			char k[96];
+
+			ip_key(e->st.ip, k, sizeof(k));
+			if (e->published && strcmp(k, old->key) == 0) {
+				e->published = false;
+				cw_node_publish_soon(n);
+			}
+		}
+	cw_node_reconcile_soon(n);
+}
+
+static void on_mesh_synced(void *arg)
+{
+	cw_node_reconcile_soon(arg);
+}
+
+static const struct cw_kv_watch_ops mesh_ops = { on_mesh_put, on_mesh_del, on_mesh_synced };
+
+static int etcd_start(struct cw_node *n)
+{
+	struct cw_kv_config kc;
+	char err[512], prefix[256];
+	int rc;
+
+	rc = cw_etcd_conf_load(n->o.etcd_config, &n->etcd_conf, err, sizeof(err));
+	if (rc) {
+		pr_err("etcd config %s", err);
+		return rc;
+	}
+	cw_etcd_conf_to_kv(&n->etcd_conf, &kc);
+	/* Short: a unary call blocks the loop while etcd is unreachable. */
+	kc.timeout_ms = 2000;
+	rc = cw_kv_new(&kc, &n->kv);
+	if (rc)
+		return rc;
+	snprintf(prefix, sizeof(prefix), CW_KEY_NODES "%s/", n->o.cluster);
+	rc = cw_kv_watch_start(n->loop, n->kv, prefix, &mesh_ops, n, &n->w_nodes);
+	if (!rc)
+		rc = cw_kv_watch_start(n->loop, n->kv, CW_KEY_IPS, &mesh_ops, n, &n->w_ips);
+	if (!rc)
+		rc = cw_kv_watch_start(n->loop, n->kv, CW_KEY_ID, &mesh_ops, n, &n->w_ids);
+	return rc;
+}
+
+/* --- life cycle ------------------------------------------------------------------- */
+
+static void on_signal(struct cw_loop *loop, int signo, void *arg)
+{
+	struct cw_node *n = arg;
+
+	pr_info("signal %d: stopping (the datapath keeps forwarding)", signo);
+	n->stopping = true;
+	cw_loop_stop(loop);
+}
+
+static void on_reconcile(struct cw_loop *loop, void *arg)
+{
+	(void)loop;
+	cw_datapath_reconcile(arg);
+}
+
+static void read_boot_id(struct cw_node *n)
+{
+	char *buf = NULL;
+	size_t len = 0;
+
+	if (cw_read_file("/proc/sys/kernel/random/boot_id", &buf, &len) == 0) {
+		snprintf(n->boot_id, sizeof(n->boot_id), "%.*s", (int)strcspn(buf, "\n"), buf);
+		free(buf);
+	}
+}
+
+static void node_free(struct cw_node *n)
+{
+	cw_api_stop(n);
+	cw_k8s_informer_free(n->i_pods);
+	cw_k8s_informer_free(n->i_namespaces);
+	cw_k8s_informer_free(n->i_node);
+	cw_k8s_free(n->k8s);
+	cw_kv_watch_free(n->w_nodes);
+	cw_kv_watch_free(n->w_ips);
+	cw_kv_watch_free(n->w_ids);
+	cw_kv_free(n->kv);
+	cw_etcd_conf_clear(&n->etcd_conf);
+	cw_timer_del(n->t_lease);
+	cw_timer_del(n->t_publish);
+	cw_timer_del(n->t_reconcile);
+	cw_io_del(n->inotify_io);
+	cw_close(n->inotify_fd);
+	while (n->eps) {
+		struct cw_local_ep *e = n->eps;
+
+		n->eps = e->next;
+		free(e);
+	}
+	while (n->withdraw) {
+		struct cw_withdraw *w = n->withdraw;
+
+		n->withdraw = w->next;
+		free(w);
+	}
+	cw_dp_free(n->dp);
+	if (n->nl)
+		cw_nl_close(n->nl);
+	cw_loop_free(n->loop);
+}
+
+int cw_node_main(const struct cw_node_opts *o)
+{
+	struct cw_node n = { .o = *o, .inotify_fd = -1, .api_fd = -1, .metrics_fd = -1 };
+	int rc;
+
+	n.started_ms = cw_loop_now_ms();
+	n.node_ip = o->node_ip;
+	n.pod_cidr = o->pod_cidr;
+	read_boot_id(&n);
+	rc = cw_loop_new(&n.loop);
+	if (rc)
+		goto out;
+	if ((rc = cw_timer_add(n.loop, -1, (int64_t)o->lease_ttl * 1000 / 3, on_lease, &n,
+			       &n.t_lease)) ||
+	    (rc = cw_timer_add(n.loop, -1, 0, on_publish, &n, &n.t_publish)) ||
+	    (rc = cw_timer_add(n.loop, -1, 0, on_reconcile, &n, &n.t_reconcile)))
+		goto out;
+	cw_loop_signal(n.loop, SIGTERM, on_signal, &n);
+	cw_loop_signal(n.loop, SIGINT, on_signal, &n);
+	signal(SIGPIPE, SIG_IGN);
+
+	rc = cw_datapath_setup(&n);
+	if (rc && rc != -EAGAIN)
+		goto out;
+	rc = cw_api_start(&n);
+	if (rc)
+		goto out;
+	rc = endpoints_watch(&n);
+	if (rc) {
+		pr_err("cannot watch %s/%s: %s", o->state_dir, CW_ENDPOINT_DIR, strerror(-rc));
+		goto out;
+	}
+	rc = etcd_start(&n);
+	if (rc)
+		goto out;
+	if (!o->no_k8s) {
+		rc = k8s_start(&n);
+		if (rc)
+			goto out;
+	}
+	endpoints_rescan(&n);
+	if (n.node_ip.s_addr)
+		node_identity_known(&n);
+	/* Lease at once, then keepalives at a third of the TTL. */
+	cw_timer_arm(n.t_lease, 0);
+	pr_info("node %s of cluster %s (id %u) running, routing %s", o->node_name, o->cluster,
+		o->cluster_id, cw_routing_name(o->routing));
+	rc = cw_loop_run(n.loop);
+out:
+	/*
+	 * Leaving on purpose: pins, maps, routes and the VXLAN device stay, so
+	 * pods keep talking while the next helper starts.  Our records stay
+	 * until the lease runs out, which is what a restart wants too.
+	 */
+	node_free(&n);
+	return rc ? 1 : 0;
+}

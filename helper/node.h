@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The node role: the helper that runs on every node.  Its one context
+ * struct holds all mutable state of the process (STYLE.md: no other
+ * globals); node.c owns its life cycle and the mesh-store side,
+ * datapath.c keeps the kernel equal to it, api.c serves it.
+ */
+#ifndef CW_HELPER_NODE_H
+#define CW_HELPER_NODE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <netinet/in.h>
+#include <causeway/addr.h>
+#include <causeway/dp.h>
+#include <causeway/endpoint.h>
+#include "etcdconf.h"
+#include "k8s.h"
+#include "kvwatch.h"
+#include "loop.h"
+#include "records.h"
+
+enum cw_routing {
+	CW_ROUTING_TUNNEL,
+	CW_ROUTING_NATIVE,
+	CW_ROUTING_HYBRID,
+};
+
+const char *cw_routing_name(enum cw_routing r);
+bool cw_routing_parse(const char *s, enum cw_routing *out);
+
+struct cw_node_opts {
+	const char *cluster;
+	unsigned int cluster_id;
+	const char *node_name;
+	const char *bpf_root;
+	const char *state_dir;
+	const char *socket;
+	const char *etcd_config;
+	const char *k8s_api;          /* NULL: in-cluster, or none when not in a pod */
+	const char *k8s_ca_file;
+	const char *k8s_token_file;
+	bool no_k8s;                  /* run from etcd and flags alone */
+	enum cw_routing routing;
+	const char *metrics_addr;     /* "127.0.0.1:9962"; NULL: no metrics endpoint */
+	struct in_addr node_ip;       /* 0: the Node's InternalIP */
+	struct cw_prefix4 pod_cidr;   /* len 0: the Node's spec.podCIDR */
+	int lease_ttl;                /* seconds */
+};
+
+/* A pod interface on this node, from the plugin's state file. */
+struct cw_local_ep {
+	struct cw_endpoint_state st;
+	char labels[CW_LABELS_MAX];   /* "" until resolved */
+	uint32_t identity;            /* 0 until allocated */
+	bool published;               /* its ip/v1 record is in etcd under our lease */
+	bool seen;                    /* marked by a rescan */
+	struct cw_local_ep *next;
+};
+
+/* An ip/v1 key to delete once etcd is reachable. */
+struct cw_withdraw {
+	char key[96];
+	struct cw_withdraw *next;
+};
+
+struct cw_node_counters {
+	uint64_t invalid_records;     /* dropped by validation */
+	uint64_t reconciles;
+	uint64_t map_writes, map_deletes;
+	uint64_t route_adds, route_deletes;
+	uint64_t publish_errors;
+	uint64_t identities_allocated;
+};
+
+struct cw_node {
+	struct cw_node_opts o;
+	struct cw_loop *loop;
+	bool stopping;
+
+	/* mesh store */
+	struct cw_etcd_conf etcd_conf;
+	struct cw_kv *kv;
+	struct cw_kv_watch *w_nodes, *w_ips, *w_ids;
+	int64_t lease;
+	struct cw_timer *t_lease, *t_publish, *t_reconcile;
+	unsigned int publish_attempt;
+	bool node_published;
+	int64_t last_publish_ms;
+
+	/* Kubernetes */
+	struct cw_k8s *k8s;
+	struct cw_k8s_informer *i_node, *i_pods, *i_namespaces;
+
+	/* what this node is */
+	struct in_addr node_ip;
+	struct cw_prefix4 pod_cidr;
+	char boot_id[64];
+
+	/* endpoints */
+	struct cw_local_ep *eps;
+	struct cw_withdraw *withdraw;
+	int inotify_fd;
+	struct cw_io *inotify_io;
+
+	/* datapath */
+	struct cw_dp *dp;
+	struct nl_sock *nl;
+	int vxlan_ifindex;
+	int underlay_ifindex;
+	char underlay_dev[16];
+	unsigned int underlay_mtu;
+	bool dp_ready;                /* VXLAN device and config map in place */
+	bool dp_synced;               /* the first full reconcile has run */
+	int64_t last_reconcile_ms;
+
+	/* API */
+	int api_fd, metrics_fd;
+	struct cw_io *api_io, *metrics_io;
+
+	struct cw_node_counters c;
+	char last_error[512];
+	int64_t started_ms;
+};
+
+int cw_node_main(const struct cw_node_opts *o);
+
+/* Ask for a datapath reconcile on the loop's next turn. */
+void cw_node_reconcile_soon(struct cw_node *n);
+/* Ask for publication of the node and endpoint records. */
+void cw_node_publish_soon(struct cw_node *n);
+__attribute__((format(printf, 2, 3)))
+void cw_node_error(struct cw_node *n, const char *fmt, ...);
+
+/* datapath.c */
+int cw_datapath_setup(struct cw_node *n);
+int cw_datapath_reconcile(struct cw_node *n);
+void cw_datapath_update_endpoint(struct cw_node *n, const struct cw_local_ep *ep);
+
+/* api.c */
+int cw_api_start(struct cw_node *n);
+void cw_api_stop(struct cw_node *n);
+
+#endif
