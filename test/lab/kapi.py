@@ -20,6 +20,7 @@ KAPI_NS_GRACE_SECONDS (delay before a deleted Namespace's content goes, 1.0).
 """
 
 import argparse
+import base64
 import calendar
 import collections
 import hashlib
@@ -677,6 +678,186 @@ def strategic_merge(orig, patch, kind):
 
 
 # --------------------------------------------------------------------------
+# Protobuf request bodies.  kubectl's typed generators (`kubectl create
+# namespace|deployment|configmap|secret|service|serviceaccount`) send
+# application/vnd.kubernetes.protobuf: the "k8s\0" magic, then a
+# runtime.Unknown {typeMeta{apiVersion=1,kind=2}=1, raw=2} whose raw bytes are
+# the object.  Only the messages and fields those commands use are listed
+# (field numbers from the k8s.io/api generated.proto files); anything else is
+# skipped.  Type codes: s string, b bytes, i int, t bool, m map<string,string>,
+# mb map<string,bytes>, mq map<string,Quantity>, is IntOrString, T Time,
+# other names are messages; a leading "*" means repeated, a trailing "!" keeps
+# a zero value (pointer fields in Go).
+
+PB = {
+    "TypeMeta": {1: ("apiVersion", "s"), 2: ("kind", "s")},
+    "Unknown": {1: ("typeMeta", "TypeMeta"), 2: ("raw", "raw")},
+    "ObjectMeta": {1: ("name", "s"), 2: ("generateName", "s"), 3: ("namespace", "s"), 11: ("labels", "m"),
+                   12: ("annotations", "m"), 13: ("ownerReferences", "*OwnerReference"),
+                   14: ("finalizers", "*s")},
+    "OwnerReference": {5: ("apiVersion", "s"), 1: ("kind", "s"), 3: ("name", "s"), 4: ("uid", "s"),
+                       6: ("controller", "t"), 7: ("blockOwnerDeletion", "t")},
+    "LabelSelector": {1: ("matchLabels", "m"), 2: ("matchExpressions", "*LabelSelectorRequirement")},
+    "LabelSelectorRequirement": {1: ("key", "s"), 2: ("operator", "s"), 3: ("values", "*s")},
+    "Namespace": {1: ("metadata", "ObjectMeta")},
+    "ConfigMap": {1: ("metadata", "ObjectMeta"), 2: ("data", "m"), 3: ("binaryData", "mb"),
+                  4: ("immutable", "t!")},
+    "Secret": {1: ("metadata", "ObjectMeta"), 2: ("data", "mb"), 3: ("type", "s"), 4: ("stringData", "m"),
+               5: ("immutable", "t!")},
+    "ServiceAccount": {1: ("metadata", "ObjectMeta"), 4: ("automountServiceAccountToken", "t!")},
+    "Service": {1: ("metadata", "ObjectMeta"), 2: ("spec", "ServiceSpec")},
+    "ServiceSpec": {1: ("ports", "*ServicePort"), 2: ("selector", "m"), 3: ("clusterIP", "s"), 4: ("type", "s"),
+                    5: ("externalIPs", "*s"), 7: ("sessionAffinity", "s"), 10: ("externalName", "s"),
+                    11: ("externalTrafficPolicy", "s"), 13: ("publishNotReadyAddresses", "t"),
+                    18: ("clusterIPs", "*s"), 19: ("ipFamilies", "*s"), 17: ("ipFamilyPolicy", "s"),
+                    22: ("internalTrafficPolicy", "s")},
+    "ServicePort": {1: ("name", "s"), 2: ("protocol", "s"), 6: ("appProtocol", "s"), 3: ("port", "i"),
+                    4: ("targetPort", "is"), 5: ("nodePort", "i")},
+    "Deployment": {1: ("metadata", "ObjectMeta"), 2: ("spec", "DeploymentSpec")},
+    "DeploymentSpec": {1: ("replicas", "i!"), 2: ("selector", "LabelSelector"), 3: ("template", "PodTemplateSpec"),
+                       4: ("strategy", "DeploymentStrategy"), 5: ("minReadySeconds", "i"),
+                       6: ("revisionHistoryLimit", "i!"), 7: ("paused", "t"), 9: ("progressDeadlineSeconds", "i!")},
+    "DeploymentStrategy": {1: ("type", "s"), 2: ("rollingUpdate", "RollingUpdateDeployment")},
+    "RollingUpdateDeployment": {1: ("maxUnavailable", "is"), 2: ("maxSurge", "is")},
+    "PodTemplateSpec": {1: ("metadata", "ObjectMeta"), 2: ("spec", "PodSpec")},
+    "Pod": {1: ("metadata", "ObjectMeta"), 2: ("spec", "PodSpec")},
+    "PodSpec": {2: ("containers", "*Container"), 3: ("restartPolicy", "s"),
+                4: ("terminationGracePeriodSeconds", "i!"), 6: ("dnsPolicy", "s"), 7: ("nodeSelector", "m"),
+                8: ("serviceAccountName", "s"), 10: ("nodeName", "s"), 11: ("hostNetwork", "t"),
+                16: ("hostname", "s"), 17: ("subdomain", "s"), 19: ("schedulerName", "s"),
+                20: ("initContainers", "*Container"), 24: ("priorityClassName", "s")},
+    "Container": {1: ("name", "s"), 2: ("image", "s"), 3: ("command", "*s"), 4: ("args", "*s"),
+                  5: ("workingDir", "s"), 6: ("ports", "*ContainerPort"), 7: ("env", "*EnvVar"),
+                  8: ("resources", "ResourceRequirements"), 13: ("terminationMessagePath", "s"),
+                  14: ("imagePullPolicy", "s"), 20: ("terminationMessagePolicy", "s"), 16: ("stdin", "t"),
+                  17: ("stdinOnce", "t"), 18: ("tty", "t")},
+    "ContainerPort": {1: ("name", "s"), 2: ("hostPort", "i"), 3: ("containerPort", "i"), 4: ("protocol", "s"),
+                      5: ("hostIP", "s")},
+    "EnvVar": {1: ("name", "s"), 2: ("value", "s")},
+    "ResourceRequirements": {1: ("limits", "mq"), 2: ("requests", "mq")},
+    "Preconditions": {1: ("uid", "s"), 2: ("resourceVersion", "s")},
+    "DeleteOptions": {1: ("gracePeriodSeconds", "i!"), 2: ("preconditions", "Preconditions"),
+                      3: ("orphanDependents", "t!"), 4: ("propagationPolicy", "s"), 5: ("dryRun", "*s")},
+}
+PB_KEEP_EMPTY = {"resources"}
+
+
+def _pb_varint(buf, i):
+    shift = result = 0
+    while True:
+        if i >= len(buf):
+            raise bad_request("truncated protobuf")
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
+
+
+def _pb_fields(buf):
+    i = 0
+    while i < len(buf):
+        key, i = _pb_varint(buf, i)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            v, i = _pb_varint(buf, i)
+        elif wt == 2:
+            n, i = _pb_varint(buf, i)
+            v = bytes(buf[i:i + n])
+            i += n
+        elif wt == 1:
+            v, i = buf[i:i + 8], i + 8
+        elif wt == 5:
+            v, i = buf[i:i + 4], i + 4
+        else:
+            raise bad_request("unsupported protobuf wire type %d" % wt)
+        yield num, wt, v
+
+
+def _pb_scalar(typ, wt, v):
+    if typ == "s":
+        return v.decode("utf-8", "replace")
+    if typ in ("b", "raw"):
+        return v if typ == "raw" else base64.b64encode(v).decode()
+    if typ == "i":
+        return v - (1 << 64) if v >= 1 << 63 else v
+    if typ == "t":
+        return bool(v)
+    raise bad_request("bad protobuf scalar")
+
+
+def pb_message(buf, name):
+    spec = PB[name]
+    out = {}
+    for num, wt, v in _pb_fields(buf):
+        if num not in spec:
+            continue
+        field, typ = spec[num]
+        keep = typ.endswith("!")
+        typ = typ.rstrip("!")
+        rep = typ.startswith("*")
+        typ = typ.lstrip("*")
+        if typ in ("m", "mb", "mq"):
+            k = val = None
+            for n2, wt2, v2 in _pb_fields(v):
+                if n2 == 1:
+                    k = v2.decode("utf-8", "replace")
+                elif n2 == 2:
+                    if typ == "m":
+                        val = v2.decode("utf-8", "replace")
+                    elif typ == "mb":
+                        val = base64.b64encode(v2).decode()
+                    else:
+                        val = next((x.decode() for n3, _, x in _pb_fields(v2) if n3 == 1), "")
+            if k is not None:
+                out.setdefault(field, {})[k] = val if val is not None else ("" if typ != "mb" else "")
+            continue
+        if typ == "is":
+            kind, iv, sv = 0, 0, ""
+            for n2, _, v2 in _pb_fields(v):
+                if n2 == 1:
+                    kind = v2
+                elif n2 == 2:
+                    iv = _pb_scalar("i", 0, v2)
+                elif n2 == 3:
+                    sv = v2.decode()
+            val = sv if kind == 1 else iv
+            if val in (0, "") and not keep:
+                continue
+        elif typ == "T":
+            continue  # server-owned timestamps
+        elif typ in PB:
+            val = pb_message(v, typ)
+            if not val and field not in PB_KEEP_EMPTY and not rep:
+                continue
+        else:
+            val = _pb_scalar(typ, wt, v)
+            if not rep and not keep and val in ("", 0, False):
+                continue
+        if rep:
+            out.setdefault(field, []).append(val)
+        else:
+            out[field] = val
+    return out
+
+
+def decode_protobuf(raw):
+    if not raw.startswith(b"k8s\x00"):
+        raise ApiError(415, "UnsupportedMediaType", "protobuf body without the k8s magic")
+    env = pb_message(raw[4:], "Unknown")
+    tm = env.get("typeMeta") or {}
+    kind = tm.get("kind", "")
+    if kind not in PB or kind in ("Unknown", "TypeMeta"):
+        raise ApiError(415, "UnsupportedMediaType",
+                       "protobuf bodies for kind %r are not supported by this server; send JSON" % kind)
+    obj = pb_message(env.get("raw") or b"", kind)
+    if kind != "DeleteOptions":
+        obj = dict({"apiVersion": tm.get("apiVersion", ""), "kind": kind}, **obj)
+    return obj
+
+
+# --------------------------------------------------------------------------
 # Tables (server-side printing for kubectl get)
 
 
@@ -1301,8 +1482,15 @@ class Store:
                 spec.setdefault("replicas", 1)
                 spec.setdefault("revisionHistoryLimit", 10)
                 spec.setdefault("progressDeadlineSeconds", 600)
-                spec.setdefault("strategy", {"type": "RollingUpdate",
-                                             "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+                strat = spec.get("strategy")
+                if not isinstance(strat, dict):
+                    strat = spec["strategy"] = {}
+                strat.setdefault("type", "RollingUpdate")
+                if strat["type"] == "RollingUpdate":
+                    ru = strat.setdefault("rollingUpdate", {})
+                    if isinstance(ru, dict):
+                        ru.setdefault("maxUnavailable", "25%")
+                        ru.setdefault("maxSurge", "25%")
                 tmpl = spec.get("template")
                 if isinstance(tmpl, dict):
                     self._default_pod_spec(tmpl.setdefault("spec", {}))
@@ -1324,7 +1512,6 @@ class Store:
             obj.setdefault("type", "Opaque")
             sd = obj.pop("stringData", None)
             if isinstance(sd, dict):
-                import base64
                 data = obj.setdefault("data", {})
                 for k, v in sd.items():
                     data[k] = base64.b64encode(str(v).encode()).decode()
@@ -1925,6 +2112,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return self.rfile.read(n) if n else b""
 
     def parse_body(self, raw, required=True):
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype == "application/vnd.kubernetes.protobuf" or raw.startswith(b"k8s\x00"):
+            return decode_protobuf(raw)
         if not raw.strip():
             if required:
                 raise bad_request("the request body is empty")
@@ -1957,7 +2147,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             except Exception:
                 self.close_connection = True
         if not self.path.startswith(("/readyz", "/healthz", "/livez")):
-            log("%s %s %s %.1fms" % (method, self.path, self._code, (time.time() - t0) * 1000))
+            ct = self.headers.get("Content-Type")
+            log("%s %s %s %.1fms%s" % (method, self.path, self._code, (time.time() - t0) * 1000,
+                                       " [%s]" % ct if ct and method != "GET" else ""))
 
     def authorized(self):
         tok = self.server.token
