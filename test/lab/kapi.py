@@ -1154,9 +1154,12 @@ class Store:
         self.lock = threading.RLock()
         self.cluster = args.cluster
         self.objs = {t.key: {} for t in TYPES}
-        self.rv = 1
+        # Resource versions start at the clock in milliseconds, so that a
+        # restarted kapi without a state file never reuses an old one: a
+        # client still holding one gets 410 Expired and relists.
+        self.rv = int(time.time() * 1000)
         self.hist = collections.deque()
-        self.floor = 1
+        self.floor = self.rv
         self.watchers = set()
         self.seq = {}  # uid -> creation resourceVersion (newest-first scale down)
         self.dirty = set()
@@ -1696,6 +1699,8 @@ class Store:
             d, self.dirty = self.dirty, set()
             if not d:
                 break
+            if "nodes" in d:
+                self.ctl_podgc()
             if d & {"deployments", "pods"}:
                 self.ctl_deployments()
             if d & {"pods", "nodes"}:
@@ -1723,6 +1728,14 @@ class Store:
                 return
             for t, o in victims:
                 self._delete(t, o)
+
+    def ctl_podgc(self):
+        """Pods bound to a Node that no longer exists are deleted (as the pod GC does)."""
+        nodes = {k[1] for k in self.objs[T["nodes"].key]}
+        for p in list(self.objs[T["pods"].key].values()):
+            nn = (p.get("spec") or {}).get("nodeName")
+            if nn and nn not in nodes:
+                self._delete(T["pods"], p)
 
     def _owned_by(self, o, uid):
         return any(isinstance(r, dict) and r.get("uid") == uid and r.get("controller")
@@ -1966,8 +1979,7 @@ class Store:
             existing = list(managed.get((ns, name), []))
             lbl = dict(labels_of(svc))
             lbl.update({"kubernetes.io/service-name": name,
-                        "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
-                        "endpoints.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"})
+                        "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"})
             owner = [{"apiVersion": "v1", "kind": "Service", "name": name, "uid": sm.get("uid"),
                       "controller": True, "blockOwnerDeletion": True}]
             pending = []
@@ -2022,6 +2034,9 @@ class Store:
                 if n < self.floor:
                     return None, [], ApiError(410, "Expired", "too old resource version: %d (%d)"
                                               % (n, self.floor + 1))
+                if n > self.rv:  # from before a restart: make the client relist
+                    return None, [], ApiError(410, "Expired", "too large resource version: %d, current: %d"
+                                              % (n, self.rv))
                 for (erv, key, etype, obj, old) in self.hist:
                     if erv <= n or key != rt.key:
                         continue
@@ -2309,8 +2324,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         cont = self.q.get("continue")
         if cont:
             try:
-                last = json.loads(urllib.parse.unquote(cont)).get("k")
-            except ValueError:
+                last = json.loads(base64.urlsafe_b64decode(cont.encode()).decode()).get("k")
+            except (ValueError, UnicodeDecodeError):
                 raise bad_request("invalid continue token")
             objs = [o for o in objs if [meta(o).get("namespace") or "", meta(o)["name"]] > last]
         lmeta = {"resourceVersion": str(rv)}
@@ -2318,7 +2333,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if limit and limit.isdigit() and 0 < int(limit) < len(objs):
             objs, rest = objs[:int(limit)], len(objs) - int(limit)
             lastk = [meta(objs[-1]).get("namespace") or "", meta(objs[-1])["name"]]
-            lmeta["continue"] = jdump({"k": lastk, "rv": rv})
+            lmeta["continue"] = base64.urlsafe_b64encode(jdump({"k": lastk, "rv": rv}).encode()).decode()
             lmeta["remainingItemCount"] = rest
         mode = self.accept_mode()
         if mode == "table":

@@ -11,9 +11,11 @@ import http.client
 import ipaddress
 import json
 import os
+import random
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import time
@@ -570,6 +572,16 @@ def test_watch_expired_resource_version(tmp_path):
         old = lst["metadata"]["resourceVersion"]
         for i in range(30):
             k.request("POST", base, {"metadata": {"name": "c%d" % i}})
+        # paging with limit/continue sees every object once
+        seen, cont = [], ""
+        while True:
+            code, page = k.request("GET", base + "?limit=7" + ("&continue=" + urllib.parse.quote(cont) if cont else ""))
+            seen += [o["metadata"]["name"] for o in page["items"]]
+            cont = page["metadata"].get("continue")
+            if not cont:
+                break
+        assert sorted(seen) == sorted("c%d" % i for i in range(30))
+        assert len(k.kubectl("get", "configmaps", "--chunk-size=4", "-o", "name").stdout.split()) == 30
         c, ev = k.watch(base + "?watch=1&resourceVersion=" + old)
         e = next(ev)
         c.close()
@@ -577,6 +589,11 @@ def test_watch_expired_resource_version(tmp_path):
         st = e["object"]
         assert st["kind"] == "Status" and st["code"] == 410 and st["reason"] == "Expired"
         assert "too old resource version" in st["message"]
+        # an RV from the future (a client of an earlier kapi) must relist too
+        c, ev = k.watch(base + "?watch=1&resourceVersion=%d" % (int(lst["metadata"]["resourceVersion"]) + 10 ** 9))
+        e = next(ev)
+        c.close()
+        assert e["type"] == "ERROR" and e["object"]["code"] == 410
         # a fresh list gives an RV that works
         code, lst = k.request("GET", base)
         c, ev = k.watch(base + "?watch=1&timeoutSeconds=1&resourceVersion=" + lst["metadata"]["resourceVersion"])
@@ -737,15 +754,27 @@ def test_scheduler(kapi, tmp_path):
     k.kubectl("-n", "demo", "scale", "deployment", "web", "--replicas=3")
     left = {p["metadata"]["name"] for p in pods(k) if p["metadata"]["name"].startswith("web-")}
     assert left == set(names[:3])
-    # no Ready node at all: pods stay Pending without a node, with an Unschedulable condition
+    # no Ready node left: the pods of the deleted nodes are recreated (pod GC + Deployment)
+    # and stay Pending without a node, with an Unschedulable condition
     for n in ("n1", "n2", "n4"):
         k.kubectl("delete", "node", n)
     k.kubectl("-n", "demo", "scale", "deployment", "web", "--replicas=5")
-    fresh = [p for p in pods(k) if p["metadata"]["name"] not in left and p["metadata"]["name"].startswith("web-")]
-    assert len(fresh) == 2 and all(not p["spec"].get("nodeName") for p in fresh)
-    cond = {c["type"]: c for c in fresh[0]["status"]["conditions"]}
+    ps = pods(k)
+    assert len(ps) == 7 and not left & {p["metadata"]["name"] for p in ps}
+    assert all(not p["spec"].get("nodeName") for p in ps)
+    cond = {c["type"]: c for c in ps[0]["status"]["conditions"]}
     assert cond["PodScheduled"]["status"] == "False" and cond["PodScheduled"]["reason"] == "Unschedulable"
     assert "Pending" in k.kubectl("-n", "demo", "get", "pods").stdout
+    # a Node that goes away takes its pods with it (pod GC); the Deployment recreates them
+    f.write_text(NODE % {"name": "n5", "cidr": "10.2.5.0/24", "ip": "192.168.0.5", "ready": "True",
+                         "unsched": "false"})
+    k.kubectl("create", "-f", str(f))
+    assert {p["spec"].get("nodeName") for p in pods(k)} == {"n5"}
+    before = {p["metadata"]["name"] for p in pods(k)}
+    k.kubectl("delete", "node", "n5")
+    after = pods(k)
+    assert len(after) == 7 and not before & {p["metadata"]["name"] for p in after}
+    assert all(not p["spec"].get("nodeName") for p in after)
 
 
 def test_state_file_survives_restart(tmp_path):
@@ -767,3 +796,75 @@ def test_state_file_survives_restart(tmp_path):
         c.close()
     finally:
         k.stop()
+
+
+def dns_a(port, name):
+    """The A records dnsmasq on 127.0.0.1:port answers for name (a minimal DNS client)."""
+    qid = random.randrange(65536)
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    try:
+        s.sendto(q, ("127.0.0.1", port))
+        data = s.recv(1500)
+    except OSError:  # not listening yet
+        return None
+    finally:
+        s.close()
+    rid, flags, qd, an, _, _ = struct.unpack(">HHHHHH", data[:12])
+    assert rid == qid
+
+    def skip_name(i):
+        while True:
+            n = data[i]
+            if n == 0:
+                return i + 1
+            if n & 0xC0 == 0xC0:
+                return i + 2
+            i += n + 1
+    i = 12
+    for _ in range(qd):
+        i = skip_name(i) + 4
+    out = []
+    for _ in range(an):
+        i = skip_name(i)
+        typ, _, _, rdlen = struct.unpack(">HHIH", data[i:i + 10])
+        i += 10
+        if typ == 1:
+            out.append(socket.inet_ntoa(data[i:i + rdlen]))
+        i += rdlen
+    return sorted(out)
+
+
+@pytest.mark.skipif(shutil.which("dnsmasq") is None, reason="dnsmasq not installed")
+def test_dns_through_dnsmasq(kapi):
+    """The hosts file drives a real dnsmasq (--hostsdir) as the lab runs it."""
+    k = kapi
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    cmd = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--pid-file=", "--no-resolv",
+           "--no-hosts", "--no-poll", "--bind-interfaces", "--listen-address=127.0.0.1", "--port=%d" % port,
+           "--hostsdir=" + k.dns_dir, "--domain=cluster.local", "--local=/cluster.local/", "--log-facility=-"]
+    if os.geteuid() == 0:
+        cmd.append("--user=root")
+    d = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        fq = "web.default.svc.cluster.local"
+        wait_for(lambda: dns_a(port, "kubernetes.default.svc.cluster.local") == ["10.96.0.1"], what="dnsmasq")
+        assert dns_a(port, fq) == []
+        code, svc = k.request("POST", "/api/v1/namespaces/default/services",
+                              {"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}})
+        ip = svc["spec"]["clusterIP"]
+        wait_for(lambda: dns_a(port, fq) == [ip], what="the new record")
+        k.request("DELETE", "/api/v1/namespaces/default/services/web")
+        wait_for(lambda: dns_a(port, fq) == [], what="the record to go")
+        code, svc = k.request("POST", "/api/v1/namespaces/default/services",
+                              {"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}})
+        assert svc["spec"]["clusterIP"] != ip
+        wait_for(lambda: dns_a(port, fq) == [svc["spec"]["clusterIP"]], what="the replaced record")
+    finally:
+        d.terminate()
+        d.wait(5)
