@@ -675,14 +675,20 @@ class Kubelet:
         return lst["metadata"]["resourceVersion"]
 
     def reconcile_local(self):
-        """Sandboxes of pods the API no longer has; cwp- namespaces nobody recorded."""
-        recs = self.records()
+        """Sandboxes of pods the API no longer has get a sync, which removes them."""
         with self.lock:
             desired = set(self.desired)
-        for uid in recs:
+        for uid in self.records():
             if uid not in desired:
                 self.enqueue(uid)
-        known = {r["netns"] for r in recs.values()}
+
+    def remove_orphans(self):
+        """cwp- namespaces no record names: left by a crash between netns add and record.
+
+        Only before the workers start: a sync in progress makes its netns
+        after its record, and a scan meanwhile could see the one without the
+        other."""
+        known = {r["netns"] for r in self.records().values()}
         for d in (NETNS_DIR, ETC_NETNS):
             if not d.is_dir():
                 continue
@@ -741,6 +747,7 @@ class Kubelet:
         signal.signal(signal.SIGINT, on_term)
         threads = [threading.Thread(target=self.worker, daemon=True) for _ in range(self.WORKERS)]
         threads.append(threading.Thread(target=self.ticker, daemon=True))
+        self.remove_orphans()
         for t in threads:
             t.start()
         log(f"kubelet for cluster {self.cluster} (nodes {', '.join(self.nodes)}) against "
