@@ -104,6 +104,8 @@ def test_up_down(make_lab):
 
     env = lab.cli("env").stdout
     assert f"export KUBECONFIG={lab.dir}/kubeconfig" in env, env
+    out = lab.node_exec("cluster1", "cluster1-node2", "ip", "-br", "-4", "addr", "show", "eth0").stdout
+    assert f"{c['nodes'][1]['ip']}/" in out, out
 
     # a pod, so that down has a pod netns, /etc/netns and a responder to remove
     k = lab.kube("cluster1")
@@ -139,6 +141,27 @@ def test_topology_errors(make_lab, tmp_path):
     r = lab.cli("up", bad, check=False)
     assert r.returncode == 1 and "overlaps" in r.stderr, r.stderr
     assert leftovers("x1") == []
+
+
+def test_pick_lab(tmp_path):
+    """No lab: say so; one: found; several: ask for a name."""
+    env = dict(os.environ, CAUSEWAY_LAB_STATE=str(tmp_path))
+    env.pop("CAUSEWAY_LAB", None)
+    lab = [sys.executable, TOPOLOGIES.parent / "lab"]
+    r = run([*lab, "env"], check=False, env=env)
+    assert r.returncode == 1 and "no lab is up" in r.stderr, r.stderr
+    for name in ("aa", "bb"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "lab.json").write_text(json.dumps(
+            {"name": name, "kubeconfig": f"{tmp_path}/{name}/kubeconfig", "clusters": [{"name": "c"}]}))
+        r = run([*lab, "env"], check=False, env=env)
+        if name == "aa":
+            assert r.returncode == 0 and f"{tmp_path}/aa/kubeconfig" in r.stdout, r
+    assert r.returncode == 1 and "several labs are up (aa, bb)" in r.stderr, r.stderr
+    r = run([*lab, "--lab", "bb", "env"], env=env)
+    assert f"{tmp_path}/bb/kubeconfig" in r.stdout
+    r = run([*lab, "env", "cc"], check=False, env=env)
+    assert r.returncode == 1 and "no lab named cc" in r.stderr, r.stderr
 
 
 # --- the module's lab --------------------------------------------------------------
@@ -207,6 +230,11 @@ def test_deployment_runs(one_cluster):
             f"nameserver {st['dns']}\noptions ndots:5\n")
     out = lab.kubectl("cluster1", "get", "pods", "-o", "wide").stdout
     assert out.count("Running") == 5, out
+    # The plugin (through nsenter) and the node's helper CLI see the same pins.
+    for n in st["nodes"]:
+        out = lab.cli("helper", "cluster1", n["name"], "bpf-endpoints").stdout
+        want = {p["status"]["podIP"] for p in rebels + wings if p["spec"]["nodeName"] == n["name"]}
+        assert want <= set(out.split()), f"{n['name']}: {want} not all in\n{out}"
 
 
 def test_same_node_curl(one_cluster):
