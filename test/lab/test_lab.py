@@ -17,9 +17,24 @@ import sys
 import time
 from pathlib import Path
 
+import importlib.util
+
 import pytest
 
-from conftest import MANIFESTS, MESHCHECK, TOPOLOGIES, kl, run, wait_for
+
+def _conftest():
+    """This directory's conftest, by path: `from conftest import` may find another
+    directory's conftest (test/node has one) when pytest collects both."""
+    spec = importlib.util.spec_from_file_location("causeway_lab_conftest",
+                                                  Path(__file__).with_name("conftest.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_c = _conftest()
+MANIFESTS, MESHCHECK, TOPOLOGIES, kl, run, wait_for = (
+    _c.MANIFESTS, _c.MESHCHECK, _c.TOPOLOGIES, _c.kl, _c.run, _c.wait_for)
 
 NETNS_DIR = Path("/run/netns")
 ETC_NETNS = Path("/etc/netns")
