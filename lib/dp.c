@@ -53,9 +53,6 @@ int cw_bpffs_ensure(const char *bpf_root)
 		return 0;
 	if (snprintf(parent, sizeof(parent), "%s", bpf_root) >= (int)sizeof(parent))
 		return -ENAMETOOLONG;
-	slash = strrchr(parent, '/');
-	if (slash && slash != parent)
-		*slash = '\0';
 	/* Like the Cilium agent: mount bpffs where the kernel documents it. */
 	if (strncmp(bpf_root, sysfs_bpf, sizeof(sysfs_bpf) - 1) == 0 &&
 	    (bpf_root[sizeof(sysfs_bpf) - 1] == '/' || bpf_root[sizeof(sysfs_bpf) - 1] == '\0') &&
@@ -68,17 +65,14 @@ int cw_bpffs_ensure(const char *bpf_root)
 		}
 		pr_info("bpffs: mounted on %s", sysfs_bpf);
 	}
-	if (!on_bpffs(parent) && !on_bpffs(bpf_root)) {
+	/* The nearest existing ancestor decides which filesystem the root lands on. */
+	while (access(parent, F_OK) != 0 && (slash = strrchr(parent, '/')) && slash != parent)
+		*slash = '\0';
+	if (!on_bpffs(parent)) {
 		pr_err("bpffs: %s is not on a bpf filesystem (mount -t bpf bpf DIR)", parent);
 		return -ENOTSUP;
 	}
-	if (mkdir(bpf_root, 0700) < 0 && errno != EEXIST) {
-		int err = -errno;
-
-		pr_err("bpffs: cannot create %s: %s", bpf_root, strerror(errno));
-		return err;
-	}
-	return 0;
+	return cw_mkdir_p(bpf_root, 0700);
 }
 
 static int pin_path(char *buf, size_t len, const char *root, const char *name)
