@@ -7,8 +7,7 @@ which fails when anything with the lab's prefixes is left; the fixture
 turns that into a test error.
 
 Tests marked needs_helper check what only a working causeway-helper gives
-(pod traffic between nodes).  They are skipped unless selected with
-`-m needs_helper` (or any -m expression that names them).
+(pod traffic between nodes); `-m needs_helper` runs just those.
 """
 
 import ipaddress
@@ -39,7 +38,7 @@ STATE_ROOT = Path(os.environ.get("CAUSEWAY_LAB_STATE", "/run/causeway-lab"))
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "needs_helper: needs causeway-helper's node role "
-                                       "(pod traffic between nodes); run with -m needs_helper")
+                                       "(pod traffic between nodes)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -49,11 +48,6 @@ def pytest_collection_modifyitems(config, items):
         for item in mine:
             item.add_marker(skip)
         return
-    if not config.option.markexpr:
-        skip = pytest.mark.skip(reason="needs the helper's node role: run with -m needs_helper")
-        for item in mine:
-            if "needs_helper" in item.keywords:
-                item.add_marker(skip)
 
 
 def run(argv, check=True, timeout=120, env=None, input=None):

@@ -1,6 +1,6 @@
 """The lab: clusters of network namespaces, driven through test/lab/lab.
 
-    /usr/bin/python3 -m pytest -q test/lab/test_lab.py                 # all but needs_helper
+    /usr/bin/python3 -m pytest -q test/lab/test_lab.py                 # all
     /usr/bin/python3 -m pytest -q test/lab/test_lab.py -m needs_helper # pod traffic across nodes
 
 Most tests share one lab (one-cluster.yaml, rebel-base applied) for the
