@@ -138,10 +138,14 @@ def make_certs(d):
     return os.path.join(d, "ca.crt"), os.path.join(d, "server.crt"), os.path.join(d, "server.key")
 
 
+class PortTaken(Exception):
+    pass
+
+
 class Kapi:
-    def __init__(self, tmp, tls=False, token=None, env=None, cidr="10.96.0.0/16", state=False, port=None):
+    def __init__(self, tmp, tls=False, token=None, env=None, cidr="10.96.0.0/16", state=False):
         self.tmp = str(tmp)
-        self.port = port or free_port()
+        self.port = free_port()
         self.tls = tls
         self.token = token
         self.cidr = cidr
@@ -164,7 +168,15 @@ class Kapi:
             args += ["--state-file", self.state]
         self.args = args
         self.proc = None
-        self.start()
+        for attempt in range(3):
+            try:
+                self.start()
+                break
+            except PortTaken:  # someone took the free port meanwhile: another one
+                self.port = free_port()
+                args[args.index("--listen") + 1] = "127.0.0.1:%d" % self.port
+        else:
+            raise RuntimeError("kapi could not find a free port")
         self.kubeconfig = os.path.join(self.tmp, "kubeconfig")
         self.write_kubeconfig(self.kubeconfig, token)
         self.cache = os.path.join(self.tmp, "kcache")
@@ -179,7 +191,11 @@ class Kapi:
         deadline = time.time() + 10
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError("kapi exited: %s" % self.proc.stderr.read().decode())
+                err = self.proc.stderr.read().decode()
+                self.proc.stderr.close()
+                if "Address already in use" in err:
+                    raise PortTaken(err)
+                raise RuntimeError("kapi exited: %s" % err)
             try:
                 code, body = self.request("GET", "/readyz", auth=False, raw=True)
                 if code == 200 and body == b"ok":
@@ -197,7 +213,7 @@ class Kapi:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc:
+        if self.proc and not self.proc.stderr.closed:
             self.proc.stderr.close()
 
     def write_kubeconfig(self, path, token):
@@ -479,6 +495,14 @@ def test_https_and_token(tmp_path):
         k.write_kubeconfig(bad, "wrong")
         p = k.kubectl("get", "pods", check=False, kubeconfig=bad)
         assert p.returncode != 0 and "Unauthorized" in p.stderr + p.stdout
+        # a watch over TLS
+        code, lst = k.request("GET", "/api/v1/namespaces/default/configmaps")
+        c, ev = k.watch("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=" +
+                        lst["metadata"]["resourceVersion"])
+        k.kubectl("delete", "configmap", "c1")
+        e = next(ev)
+        c.close()
+        assert e["type"] == "DELETED" and e["object"]["metadata"]["name"] == "c1"
         # health needs no token
         assert k.request("GET", "/readyz", auth=False, raw=True) == (200, b"ok")
         code, v = k.request("GET", "/version", auth=False)
@@ -504,6 +528,15 @@ def test_watch_semantics(tmp_path):
         got = [(e["type"], e["object"]["metadata"]["name"]) for e in ev]
         c.close()
         assert got == [("ADDED", "a"), ("MODIFIED", "a"), ("ADDED", "b"), ("DELETED", "a")]
+
+        # many idle watches do not hold up other requests
+        idle = [k.watch(base + "?watch=1")[0] for _ in range(30)]
+        t0 = time.time()
+        for i in range(10):
+            assert k.request("GET", base)[0] == 200
+        assert time.time() - t0 < 2
+        for c in idle:
+            c.close()
 
         # resourceVersion 0: synthetic ADDED for what exists, then the stream; RVs increase
         c, ev = k.watch(base + "?watch=true&resourceVersion=0")
@@ -804,7 +837,7 @@ def dns_a(port, name):
     q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
     q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(2)
+    s.settimeout(0.3)
     try:
         s.sendto(q, ("127.0.0.1", port))
         data = s.recv(1500)
@@ -841,19 +874,33 @@ def dns_a(port, name):
 def test_dns_through_dnsmasq(kapi):
     """The hosts file drives a real dnsmasq (--hostsdir) as the lab runs it."""
     k = kapi
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    while True:  # dnsmasq listens on TCP and UDP: a port free for both
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind(("127.0.0.1", 0))
+        port = u.getsockname()[1]
+        t = socket.socket()
+        try:
+            t.bind(("127.0.0.1", port))
+            break
+        except OSError:
+            continue
+        finally:
+            t.close()
+            u.close()
     cmd = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--pid-file=", "--no-resolv",
            "--no-hosts", "--no-poll", "--bind-interfaces", "--listen-address=127.0.0.1", "--port=%d" % port,
            "--hostsdir=" + k.dns_dir, "--domain=cluster.local", "--local=/cluster.local/", "--log-facility=-"]
     if os.geteuid() == 0:
         cmd.append("--user=root")
-    d = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    d = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         fq = "web.default.svc.cluster.local"
-        wait_for(lambda: dns_a(port, "kubernetes.default.svc.cluster.local") == ["10.96.0.1"], what="dnsmasq")
+
+        def up():
+            if d.poll() is not None:
+                raise AssertionError("dnsmasq exited: " + d.stderr.read())
+            return dns_a(port, "kubernetes.default.svc.cluster.local") == ["10.96.0.1"]
+        wait_for(up, timeout=10, what="dnsmasq")
         assert dns_a(port, fq) == []
         code, svc = k.request("POST", "/api/v1/namespaces/default/services",
                               {"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}})
@@ -868,3 +915,4 @@ def test_dns_through_dnsmasq(kapi):
     finally:
         d.terminate()
         d.wait(5)
+        d.stderr.close()
