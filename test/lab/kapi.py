@@ -1236,6 +1236,10 @@ class Store:
                     "spec": {"type": "ClusterIP", "clusterIP": ip, "sessionAffinity": "None",
                              "ports": [{"name": "https", "port": 443, "protocol": "TCP",
                                         "targetPort": self.listen_port}]}})
+            for ns in self.items(T["namespaces"]):  # deletions cut short by a restart
+                if meta(ns).get("deletionTimestamp"):
+                    threading.Timer(NS_GRACE_SECONDS, self.finalize_namespace,
+                                    (meta(ns)["name"], meta(ns).get("uid"))).start()
             self.reconcile()
             self.write_dns()
 
