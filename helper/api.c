@@ -93,7 +93,7 @@ static void add_informer(cJSON *arr, const struct cw_k8s_informer *inf)
 	o = cJSON_CreateObject();
 	if (!o)
 		return;
-	cJSON_AddStringToObject(o, "path", st.path);
+	cJSON_AddStringToObject(o, "path", st.name);
 	cJSON_AddBoolToObject(o, "connected", st.connected);
 	cJSON_AddBoolToObject(o, "synced", st.synced);
 	cJSON_AddNumberToObject(o, "objects", (double)st.objects);
