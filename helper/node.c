@@ -711,11 +711,40 @@ static int k8s_start(struct cw_node *n)
 
 /* --- mesh store watches -------------------------------------------------------- */
 
+/*
+ * Validation happens once per change, here, so a bad record is logged and
+ * counted once; the reconcile skips whatever does not parse.
+ */
 static void on_mesh_put(void *arg, const struct cw_kv_pair *kv, const struct cw_kv_pair *old)
 {
-	(void)kv;
+	struct cw_node *n = arg;
+	char err[256] = "";
+	int rc = 0;
+
 	(void)old;
-	cw_node_reconcile_soon(arg);
+	if (strncmp(kv->key, CW_KEY_NODES, strlen(CW_KEY_NODES)) == 0) {
+		struct cw_node_rec r;
+
+		rc = cw_node_rec_parse(kv->key, kv->value, kv->value_len, n->o.cluster,
+				       n->o.cluster_id, &r, err, sizeof(err));
+	} else if (strncmp(kv->key, CW_KEY_IPS, strlen(CW_KEY_IPS)) == 0) {
+		struct cw_ip_rec r;
+
+		rc = cw_ip_rec_parse(kv->key, kv->value, kv->value_len, n->o.cluster_id, &r, err,
+				     sizeof(err));
+	} else if (strncmp(kv->key, CW_KEY_ID, strlen(CW_KEY_ID)) == 0) {
+		uint32_t id;
+
+		rc = cw_identity_key_parse(kv->key, &id);
+		if (rc)
+			snprintf(err, sizeof(err), "key is not id/<number>");
+	}
+	if (rc) {
+		n->c.invalid_records++;
+		pr_warn("mesh store: ignoring %s: %s", kv->key, err);
+		return;
+	}
+	cw_node_reconcile_soon(n);
 }
 
 static void on_mesh_del(void *arg, const struct cw_kv_pair *old)
