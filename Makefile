@@ -104,6 +104,19 @@ $(BUILD)/fuzz_conf: test/fuzz/fuzz_conf.c cni/conf.c cni/args.c cni/error.c cni/
 	$(CLANG) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	  -Iinclude -Icni $(PKG_CFLAGS) -o $@ test/fuzz/fuzz_conf.c $(PKG_LIBS) -lm
 
+# The mesh store's record decoders and the etcd config parser.
+$(BUILD)/fuzz_records: test/fuzz/fuzz_records.c helper/records.c helper/records.h lib/addr.c
+	@mkdir -p $(@D)
+	$(CLANG) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	  -Iinclude -Ihelper $(PKG_CFLAGS) -o $@ test/fuzz/fuzz_records.c $(PKG_LIBS) -lm
+
+$(BUILD)/fuzz_etcdconf: test/fuzz/fuzz_etcdconf.c helper/etcdconf.c helper/etcdconf.h lib/util.c
+	@mkdir -p $(@D)
+	$(CLANG) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	  -Iinclude -Ihelper $(PKG_CFLAGS) -o $@ test/fuzz/fuzz_etcdconf.c $(PKG_LIBS) -lm
+
+tests: $(BUILD)/fuzz_records $(BUILD)/fuzz_etcdconf
+
 deps:
 	./scripts/deps.sh
 
