@@ -188,6 +188,28 @@ static cJSON *endpoints_doc(struct cw_node *n)
 	return arr;
 }
 
+static cJSON *clusters_doc(struct cw_node *n)
+{
+	cJSON *arr = cJSON_CreateArray();
+
+	for (struct cw_remote *r = n->remotes; arr && r; r = r->next) {
+		cJSON *o = cJSON_CreateObject(), *w;
+
+		if (!o)
+			break;
+		cJSON_AddStringToObject(o, "name", r->name);
+		cJSON_AddNumberToObject(o, "id", r->id);
+		cJSON_AddStringToObject(o, "state", cw_remote_state_name(r->state));
+		cJSON_AddStringToObject(o, "reason", r->why);
+		cJSON_AddStringToObject(o, "etcd", r->kv ? cw_kv_endpoint(r->kv) : "");
+		w = cJSON_AddArrayToObject(o, "kvstore");
+		add_watch(w, "nodes", r->w_nodes);
+		add_watch(w, "ips", r->w_ips);
+		cJSON_AddItemToArray(arr, o);
+	}
+	return arr;
+}
+
 /* --- Prometheus text format ----------------------------------------------------- */
 
 struct sbuf {
@@ -307,6 +329,8 @@ static void respond(struct conn *c)
 			doc = status_doc(n);
 		else if (strcmp(c->req, "endpoints") == 0)
 			doc = endpoints_doc(n);
+		else if (strcmp(c->req, "clusters") == 0)
+			doc = clusters_doc(n);
 		else {
 			doc = cJSON_CreateObject();
 			if (doc)

@@ -325,6 +325,31 @@ int cw_cli_endpoints(const struct cw_cli_opts *o)
 	return 0;
 }
 
+int cw_cli_clusters(const struct cw_cli_opts *o)
+{
+	cJSON *doc = ask_json(o, "clusters\n"), *it, *w;
+	char when[32];
+
+	if (!doc)
+		return 1;
+	if (o->json)
+		return print_json(doc);
+	if (!cJSON_GetArraySize(doc))
+		printf("no remote clusters configured\n");
+	cJSON_ArrayForEach(it, doc) {
+		printf("%s (id %.0f): %s%s%s\n", jstr(it, "name"), jnum(it, "id"), jstr(it, "state"),
+		       *jstr(it, "reason") ? ", " : "", jstr(it, "reason"));
+		cJSON_ArrayForEach(w, cJSON_GetObjectItemCaseSensitive(it, "kvstore")) {
+			ago(jnum(w, "lastSyncAgoMs"), when, sizeof(when));
+			printf("  %-6s %s, %.0f keys, last sync %s%s%s\n", jstr(w, "name"),
+			       jbool(w, "synced") ? "synced" : "NOT synced", jnum(w, "keys"), when,
+			       *jstr(w, "error") ? ": " : "", jstr(w, "error"));
+		}
+	}
+	cJSON_Delete(doc);
+	return 0;
+}
+
 static int print_lpm(const struct cw_cli_opts *o, bool ipcache)
 {
 	struct cw_lpm_key *keys = NULL;

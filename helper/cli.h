@@ -16,6 +16,7 @@ int cw_cli_unload(const struct cw_cli_opts *o);
 int cw_cli_bpf_endpoints(const struct cw_cli_opts *o);
 int cw_cli_endpoints(const struct cw_cli_opts *o);
 int cw_cli_status(const struct cw_cli_opts *o);
+int cw_cli_clusters(const struct cw_cli_opts *o);
 int cw_cli_ipcache(const struct cw_cli_opts *o);
 int cw_cli_tunnels(const struct cw_cli_opts *o);
 int cw_cli_metrics(const struct cw_cli_opts *o);

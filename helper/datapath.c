@@ -111,6 +111,8 @@ struct want_lpm {
 
 struct desired {
 	struct cw_node *n;
+	const char *cluster;    /* the source being read */
+	unsigned int cluster_id;
 	struct want_lpm *ipc, *tun;
 	size_t n_ipc, n_tun, cap_ipc, cap_tun;
 	struct cw_route *routes;
@@ -155,10 +157,11 @@ static void want_node(const struct cw_kv_pair *kv, void *arg)
 	char err[256];
 	void *p;
 
-	if (d->err || cw_node_rec_parse(kv->key, kv->value, kv->value_len, n->o.cluster,
-					 n->o.cluster_id, &r, err, sizeof(err)))
+	if (d->err || cw_node_rec_parse(kv->key, kv->value, kv->value_len, d->cluster,
+					 d->cluster_id, &r, err, sizeof(err)))
 		return;
-	if (strcmp(r.name, n->o.node_name) == 0 || !r.pod_cidr.len)
+	if ((d->cluster_id == n->o.cluster_id && strcmp(r.name, n->o.node_name) == 0) ||
+	    !r.pod_cidr.len)
 		return;
 	if (tunnel_to(n, r.internal_ip)) {
 		p = grow(d->tun, &d->cap_tun, d->n_tun, sizeof(*d->tun), &d->err);
@@ -167,7 +170,8 @@ static void want_node(const struct cw_kv_pair *kv, void *arg)
 		d->tun = p;
 		d->tun[d->n_tun++] = (struct want_lpm){
 			.key = { r.pod_cidr.len, r.pod_cidr.addr.s_addr },
-			.v.tun = { .node_ip = r.internal_ip.s_addr },
+			/* flags: the owning cluster, so a resync keeps what it may not judge */
+			.v.tun = { .node_ip = r.internal_ip.s_addr, .flags = d->cluster_id },
 		};
 	} else {
 		p = grow(d->routes, &d->cap_routes, d->n_routes, sizeof(*d->routes), &d->err);
@@ -186,7 +190,7 @@ static void want_ip(const struct cw_kv_pair *kv, void *arg)
 	char err[256];
 	void *p;
 
-	if (d->err || cw_ip_rec_parse(kv->key, kv->value, kv->value_len, n->o.cluster_id, &r, err,
+	if (d->err || cw_ip_rec_parse(kv->key, kv->value, kv->value_len, d->cluster_id, &r, err,
 				      sizeof(err)))
 		return;
 	p = grow(d->ipc, &d->cap_ipc, d->n_ipc, sizeof(*d->ipc), &d->err);
@@ -199,7 +203,7 @@ static void want_ip(const struct cw_kv_pair *kv, void *arg)
 			.identity = r.identity,
 			.tunnel_ip = r.host_ip.s_addr != n->node_ip.s_addr && tunnel_to(n, r.host_ip) ?
 				     r.host_ip.s_addr : 0,
-			.cluster_id = (__u16)n->o.cluster_id,
+			.cluster_id = (__u16)d->cluster_id,
 		},
 	};
 }
@@ -214,6 +218,31 @@ static int cmp_key(const void *a, const void *b)
 }
 
 typedef int (*keys_fn)(const struct cw_dp *dp, struct cw_lpm_key **keys, size_t *n);
+
+/*
+ * Whether this reconcile may delete an entry owned by @cluster_id: the
+ * local cluster's (its listing is complete), a connected remote's whose
+ * listing is complete, or one no configured cluster owns any more.  A
+ * remote that is configured but unreachable keeps its last state, so its
+ * traffic keeps flowing.
+ */
+static bool may_withdraw(struct cw_node *n, unsigned int cluster_id)
+{
+	if (cluster_id == n->o.cluster_id)
+		return true;
+	for (struct cw_remote *r = n->remotes; r; r = r->next) {
+		struct cw_kv_watch_status a, b;
+
+		if (r->id != cluster_id)
+			continue;
+		if (r->state != CW_REMOTE_CONNECTED)
+			return r->state != CW_REMOTE_CONNECTING;
+		cw_kv_watch_get_status(r->w_nodes, &a);
+		cw_kv_watch_get_status(r->w_ips, &b);
+		return a.synced && b.synced;
+	}
+	return true;
+}
 typedef int (*get_fn)(const struct cw_dp *dp, const struct cw_lpm_key *k, void *v);
 
 /*
@@ -235,7 +264,7 @@ static int get_tunnel(const struct cw_dp *dp, const struct cw_lpm_key *k, void *
  * then delete every key of the map that @want lacks.
  */
 static int sync_lpm(struct cw_node *n, int fd, struct want_lpm *want, size_t count, size_t vsize,
-		    get_fn get, keys_fn keys)
+		    get_fn get, keys_fn keys, bool ipcache)
 {
 	struct cw_lpm_key *have = NULL;
 	size_t nh = 0;
@@ -255,7 +284,12 @@ static int sync_lpm(struct cw_node *n, int fd, struct want_lpm *want, size_t cou
 	}
 	if (keys(n->dp, &have, &nh) == 0)
 		for (size_t j = 0; j < nh; j++) {
+			union { struct cw_ipcache_info ip; struct cw_tunnel_info tun; } cur;
+
 			if (bsearch(&have[j], want, count, sizeof(*want), cmp_key))
+				continue;
+			if (get(n->dp, &have[j], &cur) == 0 &&
+			    !may_withdraw(n, ipcache ? cur.ip.cluster_id : cur.tun.flags & 0xff))
 				continue;
 			if (bpf_map_delete_elem(fd, &have[j]) == 0)
 				n->c.map_deletes++;
@@ -279,22 +313,42 @@ int cw_datapath_reconcile(struct cw_node *n)
 	if (!sn.synced || !si.synced || !sd.synced)
 		return 0; /* on_mesh_synced calls again */
 
+	d.cluster = n->o.cluster;
+	d.cluster_id = n->o.cluster_id;
 	cw_kv_watch_foreach(n->w_nodes, want_node, &d);
 	cw_kv_watch_foreach(n->w_ips, want_ip, &d);
+	for (struct cw_remote *r = n->remotes; r; r = r->next) {
+		if (r->state != CW_REMOTE_CONNECTED)
+			continue;
+		d.cluster = r->name;
+		d.cluster_id = r->id;
+		cw_kv_watch_foreach(r->w_nodes, want_node, &d);
+		cw_kv_watch_foreach(r->w_ips, want_ip, &d);
+	}
 	if (d.err) {
 		rc = d.err;
 		goto out;
 	}
 	/* cmp_key sorts want_lpm by its first member, the key. */
 	rc = sync_lpm(n, n->dp->map_tunnel, d.tun, d.n_tun, sizeof(struct cw_tunnel_info),
-		      get_tunnel, cw_tunnel_keys);
+		      get_tunnel, cw_tunnel_keys, false);
 	if (rc)
 		cw_node_error(n, "datapath: tunnel map write failed: %s", strerror(-rc));
 	rc = sync_lpm(n, n->dp->map_ipcache, d.ipc, d.n_ipc, sizeof(struct cw_ipcache_info),
-		      get_ipcache, cw_ipcache_keys);
+		      get_ipcache, cw_ipcache_keys, true);
 	if (rc)
 		cw_node_error(n, "datapath: ipcache write failed: %s", strerror(-rc));
-	rc = cw_routes_sync(n->nl, n->underlay_ifindex, d.routes, d.n_routes, &added, &deleted);
+	/*
+	 * Routes carry no owner: while a remote cluster is unreachable its
+	 * routes stay, and so, for now, does any other stale route.
+	 */
+	bool prune = true;
+
+	for (struct cw_remote *r = n->remotes; r; r = r->next)
+		if (r->state == CW_REMOTE_CONNECTING)
+			prune = false;
+	rc = cw_routes_sync(n->nl, n->underlay_ifindex, d.routes, d.n_routes, prune, &added,
+			    &deleted);
 	n->c.route_adds += added;
 	n->c.route_deletes += deleted;
 	if (rc)

@@ -37,6 +37,7 @@ static const struct subcommand {
 } subcommands[] = {
 	{ "status", cw_cli_status, "the running helper's connections, syncs, counts and errors" },
 	{ "endpoints", cw_cli_endpoints, "the running helper's endpoints and their identities" },
+	{ "clusters", cw_cli_clusters, "the running helper's remote clusters: state, why, sync, counts" },
 	{ "load", cw_cli_load, "load the BPF programs and pin them with their maps" },
 	{ "unload", cw_cli_unload, "remove the pins (attached programs stay until their veths go)" },
 	{ "bpf-endpoints", cw_cli_bpf_endpoints, "list the endpoint map" },
@@ -74,8 +75,10 @@ static const char node_usage[] =
 	"         [--k8s-api URL --k8s-ca-file F --k8s-token-file F | --no-k8s]\n"
 	"         [--routing tunnel|native|hybrid] [--node-ip IP] [--pod-cidr CIDR]\n"
 	"         [--metrics-addr 127.0.0.1:PORT] [--lease-ttl SECONDS] [--log-file F] [-v]\n"
+	"         [--clustermesh-config DIR]\n"
 	"\nWithout --k8s-api the in-cluster configuration is used.  --node-ip and --pod-cidr\n"
-	"override the Node object's InternalIP and spec.podCIDR.\n";
+	"override the Node object's InternalIP and spec.podCIDR.  --clustermesh-config is a\n"
+	"directory with one etcd config per remote cluster, named after it (read-only).\n";
 
 static int run_node(int argc, char **argv)
 {
@@ -95,6 +98,7 @@ static int run_node(int argc, char **argv)
 		{ "node-ip", required_argument, NULL, 'I' },
 		{ "pod-cidr", required_argument, NULL, 'P' },
 		{ "metrics-addr", required_argument, NULL, 'm' },
+		{ "clustermesh-config", required_argument, NULL, 'M' },
 		{ "lease-ttl", required_argument, NULL, 'L' },
 		{ "log-file", required_argument, NULL, 'l' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -150,6 +154,7 @@ static int run_node(int argc, char **argv)
 			}
 			break;
 		case 'm': o.metrics_addr = optarg; break;
+		case 'M': o.clustermesh_dir = optarg; break;
 		case 'L':
 			v = strtol(optarg, &end, 10);
 			if (*end || v < 5 || v > 3600) {

@@ -210,7 +210,7 @@ static void collect_route(struct nl_object *obj, void *arg)
 }
 
 int cw_routes_sync(struct nl_sock *sk, int ifindex, const struct cw_route *want, size_t n,
-		   unsigned int *added, unsigned int *deleted)
+		   bool prune, unsigned int *added, unsigned int *deleted)
 {
 	struct nl_cache *cache = NULL;
 	struct have h = { 0 };
@@ -240,7 +240,7 @@ int cw_routes_sync(struct nl_sock *sk, int ifindex, const struct cw_route *want,
 		else if (!err)
 			(*added)++;
 	}
-	for (size_t j = 0; j < h.n; j++) {
+	for (size_t j = 0; prune && j < h.n; j++) {
 		bool wanted = false;
 
 		for (size_t i = 0; i < n; i++)

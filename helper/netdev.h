@@ -36,10 +36,10 @@ struct cw_route {
 };
 
 /*
- * Make the CW_RTPROT routes of the main table exactly @want (via @ifindex):
- * add or replace what differs, delete the rest.  Counts what changed.
+ * Make the CW_RTPROT routes of the main table @want (via @ifindex): add or
+ * replace what differs and, with @prune, delete the rest.  Counts changes.
  */
 int cw_routes_sync(struct nl_sock *sk, int ifindex, const struct cw_route *want, size_t n,
-		   unsigned int *added, unsigned int *deleted);
+		   bool prune, unsigned int *added, unsigned int *deleted);
 
 #endif

@@ -715,22 +715,21 @@ static int k8s_start(struct cw_node *n)
  * Validation happens once per change, here, so a bad record is logged and
  * counted once; the reconcile skips whatever does not parse.
  */
-static void on_mesh_put(void *arg, const struct cw_kv_pair *kv, const struct cw_kv_pair *old)
+bool cw_mesh_record_ok(struct cw_node *n, const char *cluster, unsigned int cluster_id,
+		       const struct cw_kv_pair *kv)
 {
-	struct cw_node *n = arg;
 	char err[256] = "";
 	int rc = 0;
 
-	(void)old;
 	if (strncmp(kv->key, CW_KEY_NODES, strlen(CW_KEY_NODES)) == 0) {
 		struct cw_node_rec r;
 
-		rc = cw_node_rec_parse(kv->key, kv->value, kv->value_len, n->o.cluster,
-				       n->o.cluster_id, &r, err, sizeof(err));
+		rc = cw_node_rec_parse(kv->key, kv->value, kv->value_len, cluster, cluster_id, &r, err,
+				       sizeof(err));
 	} else if (strncmp(kv->key, CW_KEY_IPS, strlen(CW_KEY_IPS)) == 0) {
 		struct cw_ip_rec r;
 
-		rc = cw_ip_rec_parse(kv->key, kv->value, kv->value_len, n->o.cluster_id, &r, err,
+		rc = cw_ip_rec_parse(kv->key, kv->value, kv->value_len, cluster_id, &r, err,
 				     sizeof(err));
 	} else if (strncmp(kv->key, CW_KEY_ID, strlen(CW_KEY_ID)) == 0) {
 		uint32_t id;
@@ -741,10 +740,18 @@ static void on_mesh_put(void *arg, const struct cw_kv_pair *kv, const struct cw_
 	}
 	if (rc) {
 		n->c.invalid_records++;
-		pr_warn("mesh store: ignoring %s: %s", kv->key, err);
-		return;
+		pr_warn("mesh store of cluster %s: ignoring %s: %s", cluster, kv->key, err);
 	}
-	cw_node_reconcile_soon(n);
+	return rc == 0;
+}
+
+static void on_mesh_put(void *arg, const struct cw_kv_pair *kv, const struct cw_kv_pair *old)
+{
+	struct cw_node *n = arg;
+
+	(void)old;
+	if (cw_mesh_record_ok(n, n->o.cluster, n->o.cluster_id, kv))
+		cw_node_reconcile_soon(n);
 }
 
 static void on_mesh_del(void *arg, const struct cw_kv_pair *old)
@@ -835,6 +842,7 @@ static void read_boot_id(struct cw_node *n)
 static void node_free(struct cw_node *n)
 {
 	cw_api_stop(n);
+	cw_clusters_stop(n);
 	cw_k8s_informer_free(n->i_pods);
 	cw_k8s_informer_free(n->i_namespaces);
 	cw_k8s_informer_free(n->i_node);
@@ -869,7 +877,8 @@ static void node_free(struct cw_node *n)
 
 int cw_node_main(const struct cw_node_opts *o)
 {
-	struct cw_node n = { .o = *o, .inotify_fd = -1, .api_fd = -1, .metrics_fd = -1 };
+	struct cw_node n = { .o = *o, .inotify_fd = -1, .api_fd = -1, .metrics_fd = -1,
+			     .mesh_inotify_fd = -1 };
 	int rc;
 
 	n.started_ms = cw_loop_now_ms();
@@ -906,6 +915,12 @@ int cw_node_main(const struct cw_node_opts *o)
 		rc = k8s_start(&n);
 		if (rc)
 			goto out;
+	}
+	rc = cw_clusters_start(&n);
+	if (rc) {
+		pr_err("cannot watch the clustermesh directory %s: %s", o->clustermesh_dir,
+		       strerror(-rc));
+		goto out;
 	}
 	endpoints_rescan(&n);
 	if (n.node_ip.s_addr)

@@ -43,6 +43,7 @@ struct cw_node_opts {
 	bool no_k8s;                  /* run from etcd and flags alone */
 	enum cw_routing routing;
 	const char *metrics_addr;     /* "127.0.0.1:9962"; NULL: no metrics endpoint */
+	const char *clustermesh_dir;  /* one etcd config per remote cluster; NULL: none */
 	struct in_addr node_ip;       /* 0: the Node's InternalIP */
 	struct cw_prefix4 pod_cidr;   /* len 0: the Node's spec.podCIDR */
 	int lease_ttl;                /* seconds */
@@ -56,6 +57,29 @@ struct cw_local_ep {
 	bool published;               /* its ip/v1 record is in etcd under our lease */
 	bool seen;                    /* marked by a rescan */
 	struct cw_local_ep *next;
+};
+
+enum cw_remote_state {
+	CW_REMOTE_CONNECTING,   /* not reached yet, or lost: its last state is kept */
+	CW_REMOTE_REFUSED,      /* its config or cluster-config is unacceptable */
+	CW_REMOTE_CONNECTED,
+};
+
+/* A remote cluster, read-only, from one file of the clustermesh directory. */
+struct cw_remote {
+	struct cw_node *n;
+	char name[CW_CLUSTER_NAME_MAX + 1];
+	unsigned int id;              /* from its cilium/cluster-config; 0 until read */
+	char *file_text;              /* the config it was connected with */
+	struct cw_etcd_conf conf;
+	struct cw_kv *kv;
+	struct cw_kv_watch *w_nodes, *w_ips;
+	enum cw_remote_state state;
+	char why[384];
+	struct cw_timer *t_retry;
+	unsigned int attempt;
+	bool seen;                    /* marked by a directory rescan */
+	struct cw_remote *next;
 };
 
 /* An ip/v1 key to delete once etcd is reachable. */
@@ -103,6 +127,11 @@ struct cw_node {
 	int inotify_fd;
 	struct cw_io *inotify_io;
 
+	/* remote clusters */
+	struct cw_remote *remotes;
+	int mesh_inotify_fd;
+	struct cw_io *mesh_io;
+
 	/* datapath */
 	struct cw_dp *dp;
 	struct nl_sock *nl;
@@ -129,6 +158,12 @@ int cw_node_main(const struct cw_node_opts *o);
 void cw_node_reconcile_soon(struct cw_node *n);
 /* Ask for publication of the node and endpoint records. */
 void cw_node_publish_soon(struct cw_node *n);
+/*
+ * Whether a record read from @cluster's store is valid for that cluster;
+ * logs and counts it when not (once per change: call it from the watch).
+ */
+bool cw_mesh_record_ok(struct cw_node *n, const char *cluster, unsigned int cluster_id,
+		       const struct cw_kv_pair *kv);
 __attribute__((format(printf, 2, 3)))
 void cw_node_error(struct cw_node *n, const char *fmt, ...);
 
@@ -136,6 +171,11 @@ void cw_node_error(struct cw_node *n, const char *fmt, ...);
 int cw_datapath_setup(struct cw_node *n);
 int cw_datapath_reconcile(struct cw_node *n);
 void cw_datapath_update_endpoint(struct cw_node *n, const struct cw_local_ep *ep);
+
+/* clusters.c */
+int cw_clusters_start(struct cw_node *n);
+void cw_clusters_stop(struct cw_node *n);
+const char *cw_remote_state_name(enum cw_remote_state s);
 
 /* api.c */
 int cw_api_start(struct cw_node *n);

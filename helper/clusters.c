@@ -1,0 +1,316 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * Remote clusters: the directory laid out like Cilium's cilium-clustermesh
+ * Secret, one etcd config per remote cluster named after it.  The directory
+ * is watched with inotify (a Secret volume swaps a "..data" symlink, so any
+ * event means "read it again"): a new file connects, a removed one
+ * disconnects and its state leaves the maps on the next reconcile, a
+ * changed one reconnects.
+ *
+ * A remote is read through the same watch code as the local store.  Before
+ * anything else its cilium/cluster-config/<name> must give an id in 1..255
+ * that is neither ours nor another connected cluster's; otherwise the
+ * cluster is refused, with the reason in `causeway-helper clusters`.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+#include <cjson/cJSON.h>
+
+#include <causeway/log.h>
+#include <causeway/util.h>
+#include "node.h"
+
+#define RETRY_BASE_MS 500
+#define RETRY_CAP_MS 30000
+
+const char *cw_remote_state_name(enum cw_remote_state s)
+{
+	switch (s) {
+	case CW_REMOTE_CONNECTING: return "connecting";
+	case CW_REMOTE_REFUSED: return "refused";
+	case CW_REMOTE_CONNECTED: return "connected";
+	}
+	return "?";
+}
+
+static void remote_free(struct cw_remote *r)
+{
+	if (!r)
+		return;
+	cw_kv_watch_free(r->w_nodes);
+	cw_kv_watch_free(r->w_ips);
+	cw_kv_free(r->kv);
+	cw_etcd_conf_clear(&r->conf);
+	cw_timer_del(r->t_retry);
+	free(r->file_text);
+	free(r);
+}
+
+static void on_remote_put(void *arg, const struct cw_kv_pair *kv, const struct cw_kv_pair *old)
+{
+	struct cw_remote *r = arg;
+
+	(void)old;
+	if (cw_mesh_record_ok(r->n, r->name, r->id, kv))
+		cw_node_reconcile_soon(r->n);
+}
+
+static void on_remote_del(void *arg, const struct cw_kv_pair *old)
+{
+	(void)old;
+	cw_node_reconcile_soon(((struct cw_remote *)arg)->n);
+}
+
+static void on_remote_synced(void *arg)
+{
+	struct cw_remote *r = arg;
+
+	pr_info("cluster %s: initial listing received", r->name);
+	cw_node_reconcile_soon(r->n);
+}
+
+static const struct cw_kv_watch_ops remote_ops = { on_remote_put, on_remote_del, on_remote_synced };
+
+__attribute__((format(printf, 3, 4)))
+static void remote_state(struct cw_remote *r, enum cw_remote_state s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(r->why, sizeof(r->why), fmt, ap);
+	va_end(ap);
+	if (r->state != s || s != CW_REMOTE_CONNECTED)
+		pr_info("cluster %s: %s%s%s", r->name, cw_remote_state_name(s), r->why[0] ? ": " : "",
+			r->why);
+	r->state = s;
+}
+
+/* The id in cilium/cluster-config/<name>, checked against ours and the others'. */
+static int check_cluster_config(struct cw_remote *r, const struct cw_kv_pair *p)
+{
+	cJSON *o = cJSON_ParseWithLength(p->value, p->value_len);
+	const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
+	double v = cJSON_IsNumber(id) ? id->valuedouble : -1;
+	int rc = -EINVAL;
+
+	if (!cJSON_IsObject(o)) {
+		remote_state(r, CW_REMOTE_REFUSED, "cilium/cluster-config/%s is not a JSON object",
+			     r->name);
+	} else if (v < 1 || v > 255 || v != (double)(unsigned int)v) {
+		remote_state(r, CW_REMOTE_REFUSED, "cluster id %g is out of range 1..255", v);
+	} else if ((unsigned int)v == r->n->o.cluster_id) {
+		remote_state(r, CW_REMOTE_REFUSED, "cluster id %u is this cluster's own",
+			     (unsigned int)v);
+	} else {
+		rc = 0;
+		for (struct cw_remote *o2 = r->n->remotes; o2; o2 = o2->next)
+			if (o2 != r && o2->state == CW_REMOTE_CONNECTED && o2->id == (unsigned int)v) {
+				remote_state(r, CW_REMOTE_REFUSED,
+					     "cluster id %u is already used by connected cluster %s",
+					     (unsigned int)v, o2->name);
+				rc = -EEXIST;
+			}
+		if (!rc)
+			r->id = (unsigned int)v;
+	}
+	cJSON_Delete(o);
+	return rc;
+}
+
+static void on_retry(struct cw_loop *loop, void *arg)
+{
+	struct cw_remote *r = arg;
+	struct cw_kv_config kc;
+	struct cw_kv_pair p;
+	char key[128], prefix[128];
+	int rc;
+
+	(void)loop;
+	if (!r->kv) {
+		cw_etcd_conf_to_kv(&r->conf, &kc);
+		kc.timeout_ms = 2000;
+		rc = cw_kv_new(&kc, &r->kv);
+		if (rc) {
+			remote_state(r, CW_REMOTE_REFUSED, "cannot set up the client: %s", strerror(-rc));
+			return;
+		}
+	}
+	snprintf(key, sizeof(key), CW_KEY_CLUSTER_CONFIG "%s", r->name);
+	rc = cw_kv_get(r->kv, key, &p);
+	if (rc == -ENOENT) {
+		/* A cluster that has not published itself yet, or a misnamed file. */
+		remote_state(r, CW_REMOTE_CONNECTING, "%s is absent: no cluster named %s there (yet)",
+			     key, r->name);
+	} else if (rc) {
+		remote_state(r, CW_REMOTE_CONNECTING, "%s", cw_kv_error(r->kv));
+	}
+	if (rc) {
+		cw_timer_arm(r->t_retry, cw_backoff_ms(r->attempt++, RETRY_BASE_MS, RETRY_CAP_MS));
+		return;
+	}
+	rc = check_cluster_config(r, &p);
+	cw_kv_pair_clear(&p);
+	if (rc) {
+		/* An id clash may clear when the other cluster goes: look again later. */
+		cw_timer_arm(r->t_retry, RETRY_CAP_MS);
+		cw_node_reconcile_soon(r->n);
+		return;
+	}
+	snprintf(prefix, sizeof(prefix), CW_KEY_NODES "%s/", r->name);
+	rc = cw_kv_watch_start(r->n->loop, r->kv, prefix, &remote_ops, r, &r->w_nodes);
+	if (!rc)
+		rc = cw_kv_watch_start(r->n->loop, r->kv, CW_KEY_IPS, &remote_ops, r, &r->w_ips);
+	if (rc) {
+		remote_state(r, CW_REMOTE_REFUSED, "cannot start watches: %s", strerror(-rc));
+		return;
+	}
+	r->attempt = 0;
+	remote_state(r, CW_REMOTE_CONNECTED, "id %u", r->id);
+}
+
+static struct cw_remote *remote_find(struct cw_node *n, const char *name)
+{
+	for (struct cw_remote *r = n->remotes; r; r = r->next)
+		if (strcmp(r->name, name) == 0)
+			return r;
+	return NULL;
+}
+
+static int remote_add(struct cw_node *n, const char *name, char *text, size_t len)
+{
+	struct cw_remote *r = calloc(1, sizeof(*r));
+	char err[256];
+	int rc;
+
+	if (!r)
+		return -ENOMEM;
+	r->n = n;
+	snprintf(r->name, sizeof(r->name), "%.*s", (int)sizeof(r->name) - 1, name);
+	r->file_text = text;
+	r->seen = true;
+	rc = cw_timer_add(n->loop, -1, 0, on_retry, r, &r->t_retry);
+	if (rc) {
+		r->file_text = NULL;
+		remote_free(r);
+		return rc;
+	}
+	r->next = n->remotes;
+	n->remotes = r;
+	if (strcmp(name, n->o.cluster) == 0) {
+		remote_state(r, CW_REMOTE_REFUSED, "that is this cluster's own name");
+	} else if (cw_etcd_conf_parse(text, len, &r->conf, err, sizeof(err))) {
+		remote_state(r, CW_REMOTE_REFUSED, "config: %s", err);
+	} else {
+		remote_state(r, CW_REMOTE_CONNECTING, "%s", "");
+		cw_timer_arm(r->t_retry, 0);
+	}
+	return 0;
+}
+
+static void remote_unlink(struct cw_node *n, struct cw_remote *gone)
+{
+	for (struct cw_remote **p = &n->remotes; *p; p = &(*p)->next)
+		if (*p == gone) {
+			*p = gone->next;
+			break;
+		}
+	remote_free(gone);
+}
+
+static void rescan(struct cw_node *n)
+{
+	DIR *d = opendir(n->o.clustermesh_dir);
+	struct dirent *de;
+
+	for (struct cw_remote *r = n->remotes; r; r = r->next)
+		r->seen = false;
+	while (d && (de = readdir(d))) {
+		char path[PATH_MAX], *text = NULL;
+		struct cw_remote *r;
+		size_t len = 0;
+
+		/* Secret volumes keep their plumbing in dot-names ("..data"). */
+		if (de->d_name[0] == '.')
+			continue;
+		if (!cw_cluster_name_valid(de->d_name)) {
+			pr_warn("clustermesh: ignoring %s/%s: not a cluster name (1-32 of [a-z0-9-])",
+				n->o.clustermesh_dir, de->d_name);
+			continue;
+		}
+		snprintf(path, sizeof(path), "%s/%s", n->o.clustermesh_dir, de->d_name);
+		if (cw_read_file(path, &text, &len))
+			continue; /* a directory, or gone meanwhile */
+		r = remote_find(n, de->d_name);
+		if (r && r->file_text && strcmp(r->file_text, text) == 0) {
+			r->seen = true;
+			free(text);
+			continue;
+		}
+		if (r) {
+			pr_info("cluster %s: configuration changed, reconnecting", r->name);
+			remote_unlink(n, r);
+		}
+		if (remote_add(n, de->d_name, text, len))
+			free(text);
+	}
+	if (d)
+		closedir(d);
+	for (struct cw_remote *r = n->remotes, *next; r; r = next) {
+		next = r->next;
+		if (!r->seen) {
+			pr_info("cluster %s: configuration removed, disconnecting and withdrawing",
+				r->name);
+			remote_unlink(n, r);
+		}
+	}
+	cw_node_reconcile_soon(n);
+}
+
+static void on_dir(struct cw_loop *loop, int fd, uint32_t events, void *arg)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+
+	(void)loop;
+	(void)events;
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	rescan(arg);
+}
+
+int cw_clusters_start(struct cw_node *n)
+{
+	int rc;
+
+	if (!n->o.clustermesh_dir)
+		return 0;
+	rc = cw_mkdir_p(n->o.clustermesh_dir, 0700);
+	if (rc)
+		return rc;
+	n->mesh_inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (n->mesh_inotify_fd < 0)
+		return -errno;
+	if (inotify_add_watch(n->mesh_inotify_fd, n->o.clustermesh_dir,
+			      IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CREATE) < 0)
+		return -errno;
+	rc = cw_io_add(n->loop, n->mesh_inotify_fd, EPOLLIN, on_dir, n, &n->mesh_io);
+	if (!rc)
+		rescan(n);
+	return rc;
+}
+
+void cw_clusters_stop(struct cw_node *n)
+{
+	while (n->remotes)
+		remote_unlink(n, n->remotes);
+	cw_io_del(n->mesh_io);
+	n->mesh_io = NULL;
+	cw_close(n->mesh_inotify_fd);
+	n->mesh_inotify_fd = -1;
+}
