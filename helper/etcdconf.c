@@ -29,9 +29,13 @@ static int scalar(char *s, char **out)
 	s = trim(s);
 	n = strlen(s);
 	if (n && (s[0] == '"' || s[0] == '\'')) {
-		char *close = strchr(s + 1, s[0]);
+		char *close = strchr(s + 1, s[0]), *rest;
 
-		if (!close || *trim(close + 1) != '\0')
+		if (!close)
+			return -EINVAL;
+		rest = trim(close + 1);
+		/* After the closing quote: nothing, or a comment. */
+		if (*rest != '\0' && *rest != '#')
 			return -EINVAL;
 		*close = '\0';
 		s++;
@@ -70,8 +74,8 @@ static int add_endpoint(struct cw_etcd_conf *c, char *s, unsigned int line, char
 int cw_etcd_conf_parse(const char *buf, size_t len, struct cw_etcd_conf *out, char *err,
 		       size_t errlen)
 {
-	char *text = strndup(buf, len), *save = NULL, *ln;
-	bool in_list = false;
+	char *text = strndup(buf, len), *next, *ln;
+	bool in_list = false, have_endpoints = false;
 	unsigned int line = 0;
 	int rc = 0;
 
@@ -82,9 +86,14 @@ int cw_etcd_conf_parse(const char *buf, size_t len, struct cw_etcd_conf *out, ch
 		free(text);
 		return ERR("etcd config contains a NUL byte");
 	}
-	for (ln = strtok_r(text, "\n", &save); ln && !rc; ln = strtok_r(NULL, "\n", &save)) {
-		char *s = trim(ln), *colon, *key, *val, **slot = NULL;
+	/* Line by line, blank ones included, so messages name the right line. */
+	for (ln = text; ln && !rc; ln = next) {
+		char *s, *colon, *key, *val, **slot = NULL;
 
+		next = strchr(ln, '\n');
+		if (next)
+			*next++ = '\0';
+		s = trim(ln);
 		line++;
 		if (*s == '\0' || *s == '#' || strcmp(s, "---") == 0)
 			continue;
@@ -109,6 +118,11 @@ int cw_etcd_conf_parse(const char *buf, size_t len, struct cw_etcd_conf *out, ch
 		key = trim(s);
 		val = trim(colon + 1);
 		if (strcmp(key, "endpoints") == 0) {
+			if (have_endpoints) {
+				rc = ERR("line %u: \"endpoints\" given twice", line);
+				continue;
+			}
+			have_endpoints = true;
 			if (*val == '\0') {
 				in_list = true;
 			} else if (*val == '[' && val[strlen(val) - 1] == ']') {

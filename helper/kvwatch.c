@@ -170,6 +170,9 @@ int cw_json_split(struct cw_json_splitter *s, const char *buf, size_t len, size_
 			s->depth++;
 		} else if (c == '}' || c == ']') {
 			if (--s->depth == 0) {
+				/* The limit holds however the bytes were cut. */
+				if (i + 1 - start > max)
+					return -EMSGSIZE;
 				rc = fn(s->data + start, i + 1 - start, arg);
 				if (rc)
 					return rc;

@@ -26,17 +26,29 @@ bool cw_cluster_name_valid(const char *name)
 	return name[0] != '-' && name[n - 1] != '-';
 }
 
+/* A DNS subdomain as Kubernetes checks it: labels of [a-z0-9-], 1..63, alphanumeric at both ends. */
 bool cw_node_name_valid(const char *name)
 {
-	size_t n = strlen(name);
+	size_t n = strlen(name), label = 0;
 
 	if (n == 0 || n > CW_NODE_NAME_MAX)
 		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!(islower((unsigned char)name[i]) || isdigit((unsigned char)name[i]) ||
-		      name[i] == '-' || name[i] == '.'))
+	for (size_t i = 0; i <= n; i++) {
+		char c = name[i];
+
+		if (c == '.' || c == '\0') {
+			if (label == 0 || label > 63 || name[i - 1] == '-')
+				return false;
+			label = 0;
+			continue;
+		}
+		if (!(islower((unsigned char)c) || isdigit((unsigned char)c) || c == '-'))
 			return false;
-	return isalnum((unsigned char)name[0]) && isalnum((unsigned char)name[n - 1]);
+		if (label == 0 && c == '-')
+			return false;
+		label++;
+	}
+	return true;
 }
 
 bool cw_identity_in_cluster(uint32_t id, unsigned int cluster_id)

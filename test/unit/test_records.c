@@ -344,8 +344,10 @@ static void test_node_253_name_and_long_boot_id(void **state)
 	char name[254], key[512], err[256] = "", *json = NULL;
 
 	(void)state;
-	/* the longest node name Kubernetes allows fits, key and all */
+	/* the longest node name Kubernetes allows fits, key and all: 253
+	 * characters in DNS labels of at most 63 */
 	memset(name, 'n', 253);
+	name[63] = name[127] = name[191] = '.';
 	name[253] = '\0';
 	snprintf(key, sizeof(key), CW_KEY_NODES "cluster1/%s", name);
 	assert_true(asprintf(&json, "{\"Name\":\"%s\",\"Cluster\":\"cluster1\",\"ClusterID\":1,"
@@ -706,9 +708,12 @@ static void test_node_name_valid(void **state)
 	char n253[254], n254[255];
 
 	(void)state;
+	/* 253 characters in labels of at most 63 (a DNS subdomain) */
 	memset(n253, 'a', 253);
+	n253[63] = n253[127] = n253[191] = '.';
 	n253[253] = '\0';
 	memset(n254, 'a', 254);
+	n254[63] = n254[127] = n254[191] = '.';
 	n254[254] = '\0';
 	assert_true(cw_node_name_valid(n253));
 	assert_false(cw_node_name_valid(n254));
