@@ -138,3 +138,18 @@ clean:
 
 .PHONY: all tests test deps demo bench install clean
 .SECONDARY:
+
+# --- Kubernetes client (helper/k8s.c): the live test against the API
+# stand-in (test/k8s/run starts kapi.py and drives this binary) and the
+# libFuzzer harness of its parsers (seeds in test/k8s/fuzz-seeds).
+$(BUILD)/test/k8s_live: test/k8s/test_k8s_live.c $(HELPER_LIB_OBJS) $(BUILD)/libcauseway.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Ihelper $(LDFLAGS) -o $@ $< $(HELPER_LIB_OBJS) $(BUILD)/libcauseway.a $(LDLIBS)
+
+$(BUILD)/fuzz_k8s: test/fuzz/fuzz_k8s.c helper/k8s.c helper/k8s.h helper/loop.c helper/loop.h \
+		   lib/addr.c lib/log.c lib/util.c
+	@mkdir -p $(@D)
+	$(CLANG) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	  -Iinclude -Ihelper $(PKG_CFLAGS) -o $@ test/fuzz/fuzz_k8s.c $(PKG_LIBS) -lm
+
+tests: $(BUILD)/test/k8s_live $(BUILD)/fuzz_k8s

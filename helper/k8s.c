@@ -549,12 +549,18 @@ static void sb_param(struct sbuf *b, const char *name, const char *value)
 	}
 }
 
+/*
+ * A collection path, "/api/v1/pods" or "/apis/GROUP/VERSION/namespaces/NS/
+ * RESOURCE": RFC 3986 unreserved characters and '/', so it goes into the
+ * URL as is and nothing (a query, a fragment, a header) rides along.
+ */
 static bool valid_path(const char *path)
 {
 	if (!path || path[0] != '/')
 		return false;
 	for (const char *p = path; *p; p++)
-		if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == '?' || *p == '#' || *p == '%')
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		      *p == '/' || *p == '-' || *p == '.' || *p == '_' || *p == '~'))
 			return false;
 	return true;
 }
@@ -946,6 +952,7 @@ struct cw_k8s_informer {
 	struct cw_k8s *k;
 	struct cw_k8s_informer *next;
 	char *path, *fsel, *lsel;
+	char *name;                  /* path and selectors, for log lines */
 	cw_k8s_handler_fn handler;
 	cw_k8s_synced_fn synced_fn;
 	void *arg;
@@ -1195,6 +1202,7 @@ static void destroy(struct cw_k8s_informer *inf)
 	free(inf->cont);
 	free(inf->rv);
 	free(inf->path);
+	free(inf->name);
 	free(inf->fsel);
 	free(inf->lsel);
 	cw_k8s_cache_free(inf->cache);
@@ -1258,7 +1266,7 @@ static void retry_later(struct cw_k8s_informer *inf)
 
 	if (inf->attempt < MAX_ATTEMPT)
 		inf->attempt++;
-	pr_info("k8s: %s: %s again in %" PRId64 " ms", inf->path,
+	pr_info("k8s: %s: %s again in %" PRId64 " ms", inf->name,
 		inf->need_list ? "listing" : "watching", ms);
 	cw_timer_arm(inf->retry, ms);
 }
@@ -1400,7 +1408,7 @@ static int start(struct cw_k8s_informer *inf)
 					       inf->cont);
 	}
 	if (!inf->req_url) {
-		set_error(inf, "%s: out of memory building the request URL", inf->path);
+		set_error(inf, "%s: out of memory building the request URL", inf->name);
 		return -ENOMEM;
 	}
 	rc = load_token(k, why, sizeof(why));
@@ -1498,9 +1506,8 @@ static void transport_failed(struct cw_k8s_informer *inf, CURLcode res)
 	if (inf->write_err[0])
 		set_error(inf, "GET %s: %s", inf->req_url, inf->write_err);
 	else
-		set_error(inf, "GET %s: %s%s%s (curl error %d)", inf->req_url,
-			  curl_easy_strerror(res), inf->curl_err[0] ? ": " : "", inf->curl_err,
-			  (int)res);
+		set_error(inf, "GET %s: %s (curl error %d)", inf->req_url,
+			  inf->curl_err[0] ? inf->curl_err : curl_easy_strerror(res), (int)res);
 	inf->reconnects++;
 	retry_later(inf);
 }
@@ -1548,7 +1555,7 @@ static void list_done(struct cw_loop *loop, CURL *easy, CURLcode res, void *arg)
 		/* The continue token expired; the pages so far are of an older
 		 * snapshot, so a consistent list starts again from the first. */
 		pr_info("k8s: GET %s: continue token expired (HTTP 410), listing %s from the start",
-			inf->req_url, inf->path);
+			inf->req_url, inf->name);
 		drop_pending(inf);
 		next_now(inf);
 		goto out;
@@ -1594,13 +1601,13 @@ static void list_done(struct cw_loop *loop, CURL *easy, CURLcode res, void *arg)
 	if (inf->dead)
 		goto out;
 	if (rc) {
-		set_error(inf, "%s: applying the list: %s", inf->path, strerror(-rc));
+		set_error(inf, "%s: applying the list: %s", inf->name, strerror(-rc));
 		inf->need_list = true;
 		retry_later(inf);
 		goto out;
 	}
 	inf->last_sync = time(NULL);
-	pr_info("k8s: %s: %s %zu objects at resourceVersion %s", inf->path,
+	pr_info("k8s: %s: %s %zu objects at resourceVersion %s", inf->name,
 		inf->synced ? "relisted" : "listed", cw_k8s_cache_count(inf->cache), inf->rv);
 	if (!inf->synced) {
 		inf->synced = true;
@@ -1624,7 +1631,7 @@ static int on_event(struct cw_k8s_informer *inf, struct cw_k8s_event *ev)
 	case CW_K8S_ERROR:
 		if (cw_k8s_event_expired(ev)) {
 			pr_info("k8s: %s: resourceVersion %s has left the history (%d %s: %s), "
-				"relisting", inf->path, inf->rv ? inf->rv : "", ev->status.code,
+				"relisting", inf->name, inf->rv ? inf->rv : "", ev->status.code,
 				ev->status.reason, ev->status.message);
 			return -ESTALE;
 		}
@@ -1711,11 +1718,11 @@ static void watch_ended(struct cw_k8s_informer *inf, CURLcode res, long status, 
 	if (ran >= 10000)
 		inf->attempt = 0;
 	if (cw_k8s_stream_pending(&inf->stream))
-		pr_debug("k8s: %s: %zu bytes of a cut watch event dropped", inf->path,
+		pr_debug("k8s: %s: %zu bytes of a cut watch event dropped", inf->name,
 			 cw_k8s_stream_pending(&inf->stream));
 	if (rc == -ESTALE || (status == 410 && rc == 0)) {
 		if (status == 410)
-			pr_info("k8s: GET %s: HTTP 410, relisting %s", inf->req_url, inf->path);
+			pr_info("k8s: GET %s: HTTP 410, relisting %s", inf->req_url, inf->name);
 		inf->need_list = true;
 		drop_pending(inf);
 		next_now(inf);
@@ -1822,7 +1829,11 @@ int cw_k8s_informer_new(struct cw_k8s *k, const struct cw_k8s_informer_opts *o,
 	inf->path = strdup(o->path);
 	inf->fsel = o->field_selector ? strdup(o->field_selector) : NULL;
 	inf->lsel = o->label_selector ? strdup(o->label_selector) : NULL;
-	if (!inf->path || (o->field_selector && !inf->fsel) ||
+	if (asprintf(&inf->name, "%s%s%s%s%s", o->path, inf->fsel ? " fieldSelector=" : "",
+		     inf->fsel ? inf->fsel : "", inf->lsel ? " labelSelector=" : "",
+		     inf->lsel ? inf->lsel : "") < 0)
+		inf->name = NULL;
+	if (!inf->path || !inf->name || (o->field_selector && !inf->fsel) ||
 	    (o->label_selector && !inf->lsel)) {
 		rc = -ENOMEM;
 		goto fail;
@@ -1868,7 +1879,7 @@ void cw_k8s_informer_status(const struct cw_k8s_informer *inf,
 			    struct cw_k8s_informer_status *out)
 {
 	memset(out, 0, sizeof(*out));
-	out->path = inf->path;
+	out->name = inf->name;
 	out->connected = inf->connected;
 	out->synced = inf->synced;
 	out->objects = cw_k8s_cache_count(inf->cache);

@@ -245,7 +245,7 @@ int cw_k8s_informer_foreach(const struct cw_k8s_informer *inf, cw_k8s_object_fn 
 
 /* For the helper's status command. */
 struct cw_k8s_informer_status {
-	const char *path;
+	const char *name;          /* the path and its selectors */
 	bool connected;            /* the last request was answered 200 and nothing failed since */
 	bool synced;               /* the first list has been delivered */
 	size_t objects;
