@@ -976,6 +976,7 @@ struct cw_k8s_informer {
 	/* list and watch state */
 	cJSON *pending;              /* items of the pages listed so far */
 	char *cont;                  /* continue token of the next page */
+	char *list_rv;               /* resourceVersion of the list's first page */
 	char *rv;                    /* resourceVersion the next watch starts from */
 	bool need_list;
 	struct cw_timer *retry;      /* starts the next request, now or after a backoff */
@@ -1200,6 +1201,7 @@ static void destroy(struct cw_k8s_informer *inf)
 	cw_k8s_stream_clear(&inf->stream);
 	cJSON_Delete(inf->pending);
 	free(inf->cont);
+	free(inf->list_rv);
 	free(inf->rv);
 	free(inf->path);
 	free(inf->name);
@@ -1283,6 +1285,8 @@ static void drop_pending(struct cw_k8s_informer *inf)
 	inf->pending = NULL;
 	free(inf->cont);
 	inf->cont = NULL;
+	free(inf->list_rv);
+	inf->list_rv = NULL;
 }
 
 static int dispatch(enum cw_k8s_event_type type, const cJSON *obj, const cJSON *old, void *arg)
@@ -1572,6 +1576,18 @@ static void list_done(struct cw_loop *loop, CURL *easy, CURLcode res, void *arg)
 		goto out;
 	}
 	inf->connected = true;
+	/*
+	 * The watch starts from the first page's version.  A server serves
+	 * every page from that page's snapshot, so they all carry it; one that
+	 * did not would make a later page's version skip changes to objects on
+	 * earlier pages, while the first's replays them (harmlessly: what the
+	 * cache has already is not told again).
+	 */
+	if (!inf->cont) {
+		free(inf->list_rv);
+		inf->list_rv = l.rv;
+		l.rv = NULL;
+	}
 	if (!inf->pending) {
 		inf->pending = l.items;
 		l.items = NULL;
@@ -1588,10 +1604,9 @@ static void list_done(struct cw_loop *loop, CURL *easy, CURLcode res, void *arg)
 		next_now(inf);
 		goto out;
 	}
-	/* the whole list: every page was read at the first page's snapshot */
 	free(inf->rv);
-	inf->rv = l.rv;
-	l.rv = NULL;
+	inf->rv = inf->list_rv;
+	inf->list_rv = NULL;
 	cw_k8s_list_clear(&l);
 	items = inf->pending;
 	inf->pending = NULL;
