@@ -372,10 +372,9 @@ static void test_to_kv(void **state)
 }
 
 /*
- * BUG (helper/etcdconf.c:85): lines are split with strtok_r(..., "\n"),
- * which skips empty lines, so a blank line is not counted and every error
- * after one names the wrong line.  Here the bad endpoint is on line 4 and
- * the message says "line 3".  Fails until the module is fixed.
+ * Regression (found by this test, fixed in 389b2f8): lines were split with
+ * strtok_r(..., "\n"), which skips empty lines, so every error after a
+ * blank line named the wrong line.
  */
 static void test_line_numbers_count_blank_lines(void **state)
 {
@@ -385,10 +384,9 @@ static void test_line_numbers_count_blank_lines(void **state)
 }
 
 /*
- * BUG (helper/etcdconf.c:111-125): "endpoints" is not checked for
- * duplicates as the other keys are (line 138), so a second "endpoints:"
- * silently appends to the first list; YAML (and Cilium's yaml decoder)
- * refuse a repeated mapping key.  Fails until the module is fixed.
+ * Regression (found by this test, fixed in 389b2f8): a second "endpoints:"
+ * appended to the first list; YAML (and Cilium's yaml decoder) refuse a
+ * repeated mapping key.
  */
 static void test_duplicate_endpoints_key(void **state)
 {
@@ -398,10 +396,9 @@ static void test_duplicate_endpoints_key(void **state)
 }
 
 /*
- * BUG (helper/etcdconf.c:31-35, scalar): a comment after a quoted value,
- * valid YAML (`cert-file: "/etc/a.crt"  # client`), is refused as
- * "malformed value", so a hand-written Secret that comments a quoted path
- * does not load.  Fails until the module is fixed.
+ * Regression (found by this test, fixed in 389b2f8): a comment after a
+ * quoted value, valid YAML (`cert-file: "/etc/a.crt"  # client`), was
+ * refused as "malformed value".
  */
 static void test_comment_after_quoted_value(void **state)
 {

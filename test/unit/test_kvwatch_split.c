@@ -282,12 +282,10 @@ static void test_message_too_large_in_pieces(void **state)
 }
 
 /*
- * BUG (helper/kvwatch.c:186): the size check looks only at what is left
- * unfinished after a read, so a message larger than @max that arrives whole
- * in one read is delivered instead of refused with -EMSGSIZE, as kvwatch.h
- * promises ("-EMSGSIZE if a single message exceeds @max").  Whether a
- * 300-byte message passes a 100-byte limit then depends on how TCP cut the
- * stream.  Fails until the module is fixed.
+ * Regression (found by this test, fixed in 389b2f8): the size check looked
+ * only at what was left unfinished after a read, so a message larger than
+ * @max that arrived whole in one read was delivered; whether a 300-byte
+ * message passed a 100-byte limit depended on how TCP cut the stream.
  */
 static void test_message_too_large_whole(void **state)
 {

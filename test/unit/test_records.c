@@ -735,11 +735,9 @@ static void test_node_name_valid(void **state)
 }
 
 /*
- * BUG (helper/records.c:29-40, cw_node_name_valid): the header promises a
- * DNS subdomain, which Kubernetes checks label by label
- * ([a-z0-9]([-a-z0-9]*[a-z0-9])? joined by '.'), but only the first and last
- * characters are checked, so empty labels and labels that start or end with
- * '-' are accepted.  Fails until the module is fixed.
+ * Regression (found by this test, fixed in 389b2f8): cw_node_name_valid
+ * checked only the first and last characters, so empty labels and labels
+ * starting or ending with '-' passed for a DNS subdomain.
  */
 static void test_node_name_dns_labels(void **state)
 {
