@@ -11,6 +11,7 @@ import atexit
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -331,3 +332,317 @@ def median(samples):
     s = sorted(samples)
     n = len(s)
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def spread(samples):
+    """(max - min) / median: the noise a ratio is to be read against."""
+    m = median(samples)
+    return (max(samples) - min(samples)) / m if m else 0.0
+
+
+# --- traffic tools (iperf3, sockperf) in namespaces ------------------------------
+#
+# The same measurements as pod_throughput.py, with the ports as arguments,
+# for the benchmarks that run them in namespaces they did not create by
+# setns (lab pods, bare pod namespaces).
+
+def in_netns(path, argv):
+    """argv inside the netns at path; nsenter keeps our mount namespace
+    (ip netns exec would remount /sys and hide the bpffs)."""
+    return ["nsenter", f"--net={path}"] + list(argv)
+
+
+def pinned(cpu, argv):
+    return list(argv) if cpu is None else ["taskset", "-c", str(cpu)] + list(argv)
+
+
+def client_server_cpus():
+    """(client CPU, server CPU): 0 and 1 when there are two CPUs and taskset."""
+    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+        return 0, 1
+    return None, None
+
+
+class Server:
+    """A long-running process (a traffic server, a watcher), stopped at cleanup."""
+
+    def __init__(self, cleanup, what, argv, stdout=subprocess.DEVNULL, text=True):
+        self.what = what
+        self.proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, text=text,
+                                     stdin=subprocess.DEVNULL)
+        cleanup.push(what, self.stop)
+
+    def check(self):
+        if self.proc.poll() is not None:
+            err = self.proc.stderr.read()
+            if isinstance(err, bytes):
+                err = err.decode(errors="replace")
+            raise RuntimeError(f"{self.what} exited {self.proc.returncode}: {err.strip()}")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def wait_port(netns, ip, port, timeout=5.0):
+    """Wait until something listens on TCP ip:port inside netns."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        res = sh(*in_netns(netns, ["ss", "-Htln", "src", f"{ip}:{port}"]), check=False, quiet=True)
+        if res.returncode == 0 and res.stdout.strip():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {ip}:{port} in {netns} after {timeout}s")
+
+
+def tcp_reach(netns, ip, port):
+    """(True, "") if a TCP connection from netns to ip:port opens, else (False, why)."""
+    probe = ("import socket\n"
+             f"socket.create_connection(({ip!r}, {port}), timeout=3).close()\n")
+    res = sh(*in_netns(netns, [sys.executable, "-c", probe]), check=False, quiet=True)
+    return res.returncode == 0, (res.stderr.strip().splitlines() or [""])[-1]
+
+
+def iperf3_gbps(client_ns, server_ip, port, seconds, cpu=None):
+    """One iperf3 TCP stream, client in client_ns: receiver-side Gbit/s,
+    the first second omitted (-O 1)."""
+    argv = in_netns(client_ns, pinned(cpu, [
+        "iperf3", "-c", server_ip, "-p", str(port), "-t", str(seconds), "-O", "1", "-J"]))
+    res = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         timeout=seconds + 30)
+    try:
+        doc = json.loads(res.stdout)
+    except json.JSONDecodeError:
+        doc = {}
+    if res.returncode != 0 or "error" in doc:
+        raise RuntimeError(f"iperf3 to {server_ip}:{port} failed: "
+                           f"{doc.get('error') or res.stderr.strip()}")
+    return doc["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+_SOCKPERF_VALID = re.compile(r"\[Valid Duration\] RunTime=([\d.]+) sec; "
+                             r"SentMessages=(\d+); ReceivedMessages=(\d+)")
+_SOCKPERF_PCTL = re.compile(r"percentile (\d+\.\d+) =\s+([\d.]+)")
+
+
+def sockperf_rr(client_ns, server_ip, port, seconds, cpu=None):
+    """sockperf TCP ping-pong at full rate (one message in flight): round
+    trips per second, and sockperf's one-way (half round trip) p50/p99 in us."""
+    argv = in_netns(client_ns, pinned(cpu, [
+        "sockperf", "ping-pong", "--tcp", "-i", server_ip, "-p", str(port),
+        "-t", str(seconds), "--mps=max"]))
+    res = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         timeout=seconds + 30)
+    m = _SOCKPERF_VALID.search(res.stdout)
+    if res.returncode != 0 or not m:
+        raise RuntimeError(f"sockperf ping-pong to {server_ip}:{port} failed "
+                           f"(exit {res.returncode}): {res.stdout.strip()[-400:]}")
+    pct = {p: float(v) for p, v in _SOCKPERF_PCTL.findall(res.stdout)}
+    return {"rr_per_s": int(m.group(3)) / float(m.group(1)),
+            "p50_us": pct.get("50.000"), "p99_us": pct.get("99.000")}
+
+
+def link_stats(netns, dev):
+    """(tx_packets, rx_packets) of dev inside netns, None if it has none."""
+    res = sh("ip", "-n", os.path.basename(netns), "-j", "-s", "link", "show", "dev", dev,
+             check=False, quiet=True)
+    try:
+        st = json.loads(res.stdout)[0]["stats64"]
+        return st["tx"]["packets"], st["rx"]["packets"]
+    except (ValueError, IndexError, KeyError):
+        return None
+
+
+# --- the lab (test/lab/lab) -------------------------------------------------------
+
+LAB_CLI = os.path.join(REPO, "test", "lab", "lab")
+LAB_STATE = os.environ.get("CAUSEWAY_LAB_STATE", "/run/causeway-lab")
+PODSERVE = os.path.join(BUILD, "tools", "podserve")
+
+
+def _taken_subnets():
+    """Underlays of the labs that are up, and the root namespace's routes."""
+    import ipaddress
+    nets = []
+    if os.path.isdir(LAB_STATE):
+        for name in os.listdir(LAB_STATE):
+            try:
+                with open(os.path.join(LAB_STATE, name, "lab.json")) as f:
+                    nets.append(ipaddress.IPv4Network(json.load(f)["subnet"]))
+            except (OSError, ValueError, KeyError):
+                pass
+    for r in json.loads(sh("ip", "-j", "-4", "route", "show", "table", "all").stdout or "[]"):
+        dst = r.get("dst")
+        if dst and dst != "default" and r.get("table") != "local":
+            try:
+                nets.append(ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False))
+            except ValueError:
+                pass
+    return nets
+
+
+def free_underlay():
+    """A 172.x.0.0/16 that no lab and no route of this machine uses, as the
+    lab tests pick theirs (test/lab/conftest.py), so a benchmark's lab runs
+    beside a lab brought up by hand or by the tests."""
+    import ipaddress
+    import random
+    taken = _taken_subnets()
+    # 172.16.0.0/12 less 172.17 (docker's default) and 172.30 (the lab's default)
+    cands = [ipaddress.IPv4Network(f"172.{b}.0.0/16") for b in range(18, 32) if b != 30]
+    random.shuffle(cands)
+    for net in cands:
+        if not any(net.overlaps(t) for t in taken):
+            return str(net)
+    raise RuntimeError("no free /16 in 172.16.0.0/12 for the benchmark's lab")
+
+
+class Lab:
+    """A lab (test/lab/lab) that a benchmark brings up and always takes down.
+
+    The name is `prefix` + 6 hex digits (the lab's limit is 8 characters),
+    the underlay a free /16; `lab up` and `lab down` run against this
+    benchmark's build (CAUSEWAY_BUILD = BUILD).  `lab down` is registered
+    with the cleanup before `up` starts, and waits for an `up` still
+    running (a Ctrl-C reaches it too, and it removes what it made first).
+    """
+
+    def __init__(self, cleanup, topology, prefix="cb"):
+        import secrets
+        self.name = prefix + secrets.token_hex(3)
+        self.topology = dict(topology, name=self.name, underlaySubnet=free_underlay())
+        self.dir = os.path.join(LAB_STATE, self.name)
+        self.env = dict(os.environ, CAUSEWAY_BUILD=BUILD)
+        self._up = None
+        self._file = None
+        cleanup.push(f"lab {self.name}", self.down)
+
+    def cli(self, *args, check=True, timeout=120):
+        res = subprocess.run([sys.executable, LAB_CLI, "--lab", self.name, *map(str, args)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             timeout=timeout, env=self.env)
+        if check and res.returncode != 0:
+            raise RuntimeError(f"lab {' '.join(map(str, args))} exited {res.returncode}: "
+                               f"{(res.stderr or res.stdout).strip()[-2000:]}")
+        return res
+
+    def up(self, timeout=240):
+        fd, self._file = tempfile.mkstemp(prefix=f"cwbench-{self.name}-", suffix=".yaml")
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.topology, f)  # JSON is YAML
+        t0 = time.monotonic()
+        self._up = subprocess.Popen([sys.executable, LAB_CLI, "up", self._file],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env=self.env)
+        try:
+            out, err = self._up.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"lab up {self.name} did not finish in {timeout}s")
+        if self._up.returncode != 0:
+            raise RuntimeError(f"lab up {self.name} exited {self._up.returncode}:\n"
+                               f"{(err or out).strip()[-3000:]}")
+        log(f"bench: lab {self.name} is up ({time.monotonic() - t0:.1f}s, underlay "
+            f"{self.topology['underlaySubnet']})")
+        for line in err.splitlines():
+            if "left out" not in line:  # the lab's notes about helper options
+                log(f"bench: lab up: {line}")
+        return self
+
+    def down(self):
+        if self._up is not None and self._up.poll() is None:
+            # An interrupted `up` removes what it made; let it finish first.
+            try:
+                self._up.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                self._up.kill()
+                self._up.wait()
+        if self._file:
+            try:
+                os.unlink(self._file)
+            except OSError:
+                pass
+        if self._up is None:
+            return
+        prefixes = (f"cwl-{self.name}-", f"cwp-{self.name}-")
+        if not os.path.exists(self.dir) and not any(
+                n.startswith(prefixes) for n in (os.listdir(NETNS_DIR) if os.path.isdir(NETNS_DIR)
+                                                 else [])):
+            return  # `up` failed and removed what it made
+        for attempt in range(5):
+            res = self.cli("down", self.name, check=False, timeout=300)
+            if res.returncode == 0:
+                log(f"bench: lab {self.name} is down")
+                return
+            if "another lab command" not in res.stderr:
+                break
+            time.sleep(1 + attempt)
+        log(f"bench: lab down {self.name} exited {res.returncode}: {res.stderr.strip()[-2000:]}")
+
+    def state(self):
+        with open(os.path.join(self.dir, "lab.json")) as f:
+            return json.load(f)
+
+    def cluster(self, name):
+        return next(c for c in self.state()["clusters"] if c["name"] == name)
+
+    def kube(self, cluster):
+        sys.path.insert(0, os.path.join(REPO, "test", "lab"))
+        try:
+            import kubelet
+        finally:
+            sys.path.pop(0)
+        c = self.cluster(cluster)
+        return kubelet.Kube(c["api"], self.state()["ca"], c["token"])
+
+    def create_pod(self, cluster, name, node, labels=None, namespace="default"):
+        """A Pod bound to node (spec.nodeName): the lab's kubelet makes its
+        sandbox through the real plugin, podserve as its container."""
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": namespace,
+                            "labels": labels or {"app": "cwbench"}},
+               "spec": {"nodeName": node,
+                        "containers": [{"name": "c", "image": "cwbench",
+                                        "ports": [{"containerPort": 80}]}]}}
+        return self.kube(cluster).post(f"/api/v1/namespaces/{namespace}/pods", pod)
+
+    def pod_record(self, cluster, name, namespace="default"):
+        """The kubelet's record of a pod (netns, ip, state), None if it has none."""
+        d = os.path.join(self.dir, cluster, "kubelet", "pods")
+        for f in os.listdir(d) if os.path.isdir(d) else []:
+            if not f.endswith(".json"):
+                continue
+            try:
+                with open(os.path.join(d, f)) as fh:
+                    rec = json.load(fh)
+            except (OSError, ValueError):
+                continue
+            if rec.get("name") == name and rec.get("namespace") == namespace:
+                return rec
+        return None
+
+    def wait_pod(self, cluster, name, timeout=60, namespace="default"):
+        """The record of a running pod with an IP; raises after timeout."""
+        end = time.monotonic() + timeout
+        while True:
+            rec = self.pod_record(cluster, name, namespace)
+            if rec and rec.get("state") == "running" and rec.get("ip"):
+                return rec
+            if time.monotonic() > end:
+                tail = ""
+                try:
+                    with open(os.path.join(self.dir, cluster, "kubelet.log")) as f:
+                        tail = "".join(f.readlines()[-15:])
+                except OSError:
+                    pass
+                raise RuntimeError(f"pod {cluster}/{namespace}/{name} not running after "
+                                   f"{timeout}s (record: {rec})\nkubelet.log:\n{tail}")
+            time.sleep(0.05)
+
+    def helper(self, cluster, node, *args, check=True):
+        """causeway-helper ARGS on a node of the lab (lab helper)."""
+        return self.cli("helper", cluster, node, *args, check=check, timeout=30)

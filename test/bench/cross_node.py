@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""Cross-node pod-to-pod throughput and request/response rate: Causeway's
+tunnel and native routing modes, each against a plain-kernel baseline on
+the same underlay, in the same run.
+
+One lab (test/lab/lab) of two clusters of two nodes on one shared underlay
+bridge: cluster `xtun` routes pods over Causeway's VXLAN tunnel, cluster
+`xnat` natively.  In each, pod a on node 1 and pod b on node 2, made by the
+lab's kubelet through the real plugin.
+
+The baselines are two "bare" node namespaces plugged into the same lab
+bridge the same way the lab plugs its nodes (a veth, the same /16, the
+same sysctls), with no Causeway anywhere: pods wired by the reference
+plugins (ptp + host-local, same MTU as the lab's pods) and, between the
+nodes,
+
+  tunnel baseline: a plain kernel VXLAN device per node (VNI 1, UDP 8472,
+                   no UDP checksum, as Causeway's tunnel key asks) with
+                   static FDB, neighbour and route entries: flannel's
+                   vxlan backend, written by hand;
+  native baseline: static routes to the other node's pod subnet via its
+                   underlay address, as Causeway's native mode installs.
+
+Each round runs, for every mode and for Causeway and its baseline back to
+back (the order flipping every round): iperf3 TCP bulk throughput and
+sockperf TCP ping-pong, pod a -> pod b, client on CPU 0, server on CPU 1.
+The ratio reported is the median of the per-round ratios.
+
+Usage: cross_node.py [--rounds N] [--seconds S] [--json FILE]
+(defaults: 5 rounds of 2 s per measurement, about 2.5 minutes in all)
+"""
+
+import argparse
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the tree
+import benchlib as B  # noqa: E402
+
+GOAL = 0.95
+IPERF_PORT = 5201
+SOCKPERF_PORT = 11111
+MODES = ("tunnel", "native")
+CLUSTER = {"tunnel": "xtun", "native": "xnat"}
+TOPOLOGY = {
+    "underlay": "shared",
+    "clusters": [
+        {"name": "xtun", "id": 1, "podSubnet": "10.241.0.0/16",
+         "serviceSubnet": "10.243.0.0/16", "routing": "tunnel", "nodes": 2},
+        {"name": "xnat", "id": 2, "podSubnet": "10.242.0.0/16",
+         "serviceSubnet": "10.244.0.0/16", "routing": "native", "nodes": 2},
+    ],
+}
+# Baseline pod subnets, per bare node j (1, 2): they exist only inside the
+# bare namespaces.
+BASE_SUBNET = {"tunnel": "10.245.{j}.0/24", "native": "10.246.{j}.0/24"}
+BARE_ROW = 200      # bare node j gets <underlay>.200.(10 + j)
+BARE_VXLAN = "cwb_vxlan"
+VXLAN_PORT = 8472   # Causeway's (and Linux/Cilium's) VXLAN port
+VNI = 1
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
+    ap.add_argument("--seconds", type=int, default=2,
+                    help="seconds per iperf3/sockperf run (default 2; iperf3 runs one "
+                    "more, omitted, to settle)")
+    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
+    args = ap.parse_args()
+    if not 1 <= args.rounds <= 20 or not 2 <= args.seconds <= 60:
+        ap.error("--rounds within 1..20, --seconds within 2..60")
+    return args
+
+
+def preflight():
+    B.preflight(need_tools=("iperf3", "sockperf", "ss", "bridge", "etcd", "etcdctl",
+                            "dnsmasq", "openssl"))
+    for path in (B.HELPER, B.PODSERVE):
+        if not os.access(path, os.X_OK):
+            B.cannot_run(f"{path} is missing: run `make` in {B.REPO}")
+
+
+# --- the bare baseline nodes ------------------------------------------------------
+
+class BareNodes:
+    """Two node namespaces on the lab's underlay bridge, without Causeway.
+
+    Plugged in as test/lab/lab plugs its nodes (wire(): a veth from the
+    bridge, named eth0 inside, an address of the underlay /16) with the
+    lab's node sysctls, so the underlay path is the lab nodes' own.
+    """
+
+    def __init__(self, cleanup, lab_state, work, mtu):
+        self.cleanup = cleanup
+        self.work = work
+        self.mtu = mtu
+        tag = f"cwbench-xn-{os.getpid()}"
+        bridge = lab_state["bridges"][0]["name"]
+        net = ipaddress.IPv4Network(lab_state["subnet"])
+        self.nodes = []
+        for j in (1, 2):
+            ip = str(net.network_address + BARE_ROW * 256 + 10 + j)
+            ns = B.netns_add(cleanup, f"{tag}-n{j}")
+            veth = f"cwbx{os.getpid()}n{j}"
+            B.sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+                 "netns", os.path.basename(ns))
+            cleanup.push(f"link {veth}", lambda v=veth: B.sh("ip", "link", "del", v,
+                                                             check=False, quiet=True))
+            B.sh("ip", "link", "set", veth, "master", bridge, "up")
+            self.ns_sh(ns, "ip", "addr", "add", f"{ip}/{net.prefixlen}", "dev", "eth0")
+            self.ns_sh(ns, "ip", "link", "set", "eth0", "up")
+            self.ns_sh(ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1",
+                       "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
+            d = os.path.join(work, f"bare-n{j}")
+            os.makedirs(d)
+            self.nodes.append({"j": j, "ns": ns, "ip": ip, "dir": d,
+                               "runner": B.Runner(os.path.join(d, "libcni-cache"))})
+
+    @staticmethod
+    def ns_sh(ns, *argv, check=True):
+        return B.sh(*B.in_netns(ns, argv), check=check)
+
+    def cni(self, node, conf_file, cmd, cid, pod_ns):
+        """cnirunner (libcni) inside the bare node's netns, as a runtime on it would."""
+        argv = B.in_netns(node["ns"], node["runner"].argv(conf_file, cmd, cid, pod_ns))
+        res = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             timeout=60)
+        if res.returncode != 0:
+            raise RuntimeError(f"ptp {cmd} {cid} exited {res.returncode}: "
+                               f"{res.stderr.strip() or res.stdout.strip()}")
+        return res.stdout
+
+    def pod(self, mode, node):
+        """A pod wired by ptp + host-local on a bare node; returns (netns, ip)."""
+        name = f"cwbench-xn-{mode[:3]}"
+        cid = f"cwbench-xn-{os.getpid()}-{mode[:3]}-{node['j']}"
+        conf = B.ptp_conf(name, BASE_SUBNET[mode].format(j=node["j"]),
+                          os.path.join(node["dir"], "host-local"))
+        conf["mtu"] = self.mtu
+        conf_file = B.write_json(os.path.join(node["dir"], f"{name}.conf"), conf)
+        pod_ns = B.netns_add(self.cleanup, cid)
+        out = self.cni(node, conf_file, "add", cid, pod_ns)
+        self.cleanup.push(f"ptp DEL {cid}", self.cni, node, conf_file, "del", cid, pod_ns)
+        return pod_ns, B.pod_ip(json.loads(out))
+
+    def tunnel(self):
+        """Plain VXLAN between the two bare nodes, static entries only."""
+        for n in self.nodes:
+            self.ns_sh(n["ns"], "ip", "link", "add", BARE_VXLAN, "type", "vxlan", "id", str(VNI),
+                       "dstport", str(VXLAN_PORT), "local", n["ip"], "dev", "eth0",
+                       "nolearning", "noudpcsum")
+            self.ns_sh(n["ns"], "ip", "link", "set", BARE_VXLAN, "mtu", str(self.mtu), "up")
+            self.ns_sh(n["ns"], "sysctl", "-q", "-w", f"net.ipv4.conf.{BARE_VXLAN}.rp_filter=0")
+            link = json.loads(self.ns_sh(n["ns"], "ip", "-j", "link", "show", BARE_VXLAN).stdout)
+            n["vxlan_mac"] = link[0]["address"]
+            # the VTEP address: the .0 of the node's baseline pod subnet (as flannel)
+            n["vtep"] = str(ipaddress.IPv4Network(BASE_SUBNET["tunnel"].format(j=n["j"]))[0])
+            self.ns_sh(n["ns"], "ip", "addr", "add", f"{n['vtep']}/32", "dev", BARE_VXLAN)
+        for n in self.nodes:
+            for o in self.nodes:
+                if o is n:
+                    continue
+                self.ns_sh(n["ns"], "ip", "neigh", "replace", o["vtep"], "lladdr",
+                           o["vxlan_mac"], "dev", BARE_VXLAN, "nud", "permanent")
+                self.ns_sh(n["ns"], "bridge", "fdb", "append", o["vxlan_mac"], "dev",
+                           BARE_VXLAN, "dst", o["ip"])
+                self.ns_sh(n["ns"], "ip", "route", "add", BASE_SUBNET["tunnel"].format(j=o["j"]),
+                           "via", o["vtep"], "dev", BARE_VXLAN, "onlink")
+
+    def native(self):
+        """Static routes to the other node's baseline pod subnet over the underlay."""
+        for n in self.nodes:
+            for o in self.nodes:
+                if o is not n:
+                    self.ns_sh(n["ns"], "ip", "route", "add",
+                               BASE_SUBNET["native"].format(j=o["j"]), "via", o["ip"],
+                               "dev", "eth0")
+
+
+# --- the measurement ----------------------------------------------------------------
+
+def start_servers(cleanup, pod_ns, ip, cpu):
+    iperf = B.Server(cleanup, f"iperf3 server {ip}", B.in_netns(pod_ns, B.pinned(cpu, [
+        "iperf3", "-s", "-B", ip, "-p", str(IPERF_PORT)])))
+    sperf = B.Server(cleanup, f"sockperf server {ip}", B.in_netns(pod_ns, B.pinned(cpu, [
+        "sockperf", "server", "--tcp", "-i", ip, "-p", str(SOCKPERF_PORT)])))
+    B.wait_port(pod_ns, ip, IPERF_PORT)
+    B.wait_port(pod_ns, ip, SOCKPERF_PORT)
+    iperf.check()
+    sperf.check()
+
+
+def vxlan_tx(ns, dev):
+    st = B.link_stats(ns, dev)
+    return st[0] if st else None
+
+
+def helper_metrics(lab, cluster, node):
+    res = lab.helper(cluster, node, "metrics", "-o", "json", check=False)
+    try:
+        return json.loads(res.stdout) if res.returncode == 0 else None
+    except json.JSONDecodeError:
+        return None
+
+
+def forwarded(counters):
+    if counters is None:
+        return None
+    fwd = {}
+    for e in counters:
+        if e["reason"] == "forwarded":
+            fwd[e["direction"]] = fwd.get(e["direction"], 0) + e["packets"]
+    return fwd
+
+
+def drops(counters):
+    return {f"{e['direction']} {e['reason']}": e["packets"] for e in counters or []
+            if e["reason"] != "forwarded" and e["packets"]}
+
+
+def main():
+    args = parse_args()
+    preflight()
+    cleanup = B.Cleanup()
+    cpu_client, cpu_server = B.client_server_cpus()
+    work = B.scratch_dir(cleanup, f"cwbench-xn-{os.getpid()}-")
+    t_start = time.monotonic()
+
+    # The lab first: `lab down` is registered before anything of ours, so it
+    # runs last, after our namespaces are gone from its bridge.
+    lab = B.Lab(cleanup, TOPOLOGY, prefix="cx").up()
+    st = lab.state()
+    nodes = {m: [n["name"] for n in lab.cluster(CLUSTER[m])["nodes"]] for m in MODES}
+    with open(lab.cluster("xtun")["nodes"][0]["conflist"]) as f:
+        mtu = json.load(f)["plugins"][0].get("mtu", 1500)
+
+    setups = {}  # (mode, "causeway"|"baseline") -> {"a": (ns, ip), "b": (ns, ip), ...}
+    for m in MODES:
+        for side, node in (("a", nodes[m][0]), ("b", nodes[m][1])):
+            lab.create_pod(CLUSTER[m], f"bench-{side}", node)
+    for m in MODES:
+        pods = {}
+        for side in ("a", "b"):
+            rec = lab.wait_pod(CLUSTER[m], f"bench-{side}")
+            pods[side] = (os.path.join(B.NETNS_DIR, rec["netns"]), rec["ip"])
+        setups[(m, "causeway")] = pods
+        B.log(f"bench: causeway {m}: pod a {pods['a'][1]} on {nodes[m][0]}, "
+              f"pod b {pods['b'][1]} on {nodes[m][1]}")
+
+    bare = BareNodes(cleanup, st, work, mtu)
+    for m in MODES:
+        setups[(m, "baseline")] = {"a": bare.pod(m, bare.nodes[0]), "b": bare.pod(m, bare.nodes[1])}
+    bare.tunnel()
+    bare.native()
+    for m in MODES:
+        p = setups[(m, "baseline")]
+        B.log(f"bench: baseline {m}: pod a {p['a'][1]} on bare node {bare.nodes[0]['ip']}, "
+              f"pod b {p['b'][1]} on bare node {bare.nodes[1]['ip']}")
+
+    for key, pods in setups.items():
+        start_servers(cleanup, pods["b"][0], pods["b"][1], cpu_server)
+        ok, why = B.tcp_reach(pods["a"][0], pods["b"][1], SOCKPERF_PORT)
+        if not ok:
+            raise RuntimeError(f"{key[1]} {key[0]}: pod a ({pods['a'][1]}) cannot open TCP to "
+                               f"pod b {pods['b'][1]}:{SOCKPERF_PORT}: {why}")
+
+    # Which way the packets went: the tunnel devices' counters, before and after.
+    lab_node1 = {m: os.path.join(B.NETNS_DIR, lab.cluster(CLUSTER[m])["nodes"][0]["netns"])
+                 for m in MODES}
+    tx0 = {("tunnel", "causeway"): vxlan_tx(lab_node1["tunnel"], "cw_vxlan"),
+           ("native", "causeway"): vxlan_tx(lab_node1["native"], "cw_vxlan"),
+           ("tunnel", "baseline"): vxlan_tx(bare.nodes[0]["ns"], BARE_VXLAN)}
+    setup_s = time.monotonic() - t_start
+
+    kinds = ("causeway", "baseline")
+    res = {f"{m}/{k}": {"gbps": [], "rr_per_s": [], "p50_us": [], "p99_us": []}
+           for m in MODES for k in kinds}
+    for r in range(args.rounds):
+        order = kinds if r % 2 == 0 else kinds[::-1]
+        modes = MODES if r % 2 == 0 else MODES[::-1]
+        for m in modes:
+            for k in order:
+                a, b = setups[(m, k)]["a"], setups[(m, k)]["b"]
+                res[f"{m}/{k}"]["gbps"].append(
+                    B.iperf3_gbps(a[0], b[1], IPERF_PORT, args.seconds, cpu_client))
+            for k in order:
+                a, b = setups[(m, k)]["a"], setups[(m, k)]["b"]
+                pp = B.sockperf_rr(a[0], b[1], SOCKPERF_PORT, args.seconds, cpu_client)
+                for f in ("rr_per_s", "p50_us", "p99_us"):
+                    res[f"{m}/{k}"][f].append(pp[f])
+        B.log(f"bench: round {r + 1}/{args.rounds}: " + "; ".join(
+            f"{m} cw {res[f'{m}/causeway']['gbps'][-1]:.2f}/base "
+            f"{res[f'{m}/baseline']['gbps'][-1]:.2f} Gbit/s, cw "
+            f"{res[f'{m}/causeway']['rr_per_s'][-1]:.0f}/base "
+            f"{res[f'{m}/baseline']['rr_per_s'][-1]:.0f} RR/s" for m in MODES))
+
+    tx1 = {k: vxlan_tx(lab_node1["tunnel"] if k == ("tunnel", "causeway") else
+                       lab_node1["native"] if k == ("native", "causeway") else
+                       bare.nodes[0]["ns"], "cw_vxlan" if k[1] == "causeway" else BARE_VXLAN)
+           for k in tx0}
+    counters = {m: helper_metrics(lab, CLUSTER[m], nodes[m][0]) for m in MODES}
+    counters_b = {m: helper_metrics(lab, CLUSTER[m], nodes[m][1]) for m in MODES}
+
+    # --- report ---
+    print()
+    print(f"Cross-node pod-to-pod, {args.rounds} rounds x {args.seconds}s per measurement; "
+          f"client CPU {cpu_client}, server CPU {cpu_server}; pod MTU {mtu} everywhere")
+    print(f"lab {lab.name}, underlay {st['subnet']} (bridge {st['bridges'][0]['name']}): "
+          f"causeway tunnel = cluster xtun, native = cluster xnat; baselines on bare nodes "
+          f"{bare.nodes[0]['ip']}, {bare.nodes[1]['ip']} (plain VXLAN / static routes, ptp pods)")
+    print("figures: median over rounds; ratio: median of the per-round causeway/baseline ratios")
+    print()
+    out = {"rounds": args.rounds, "seconds": args.seconds, "mtu": mtu, "figures": {},
+           "raw": res}
+    for m in MODES:
+        cw, base = res[f"{m}/causeway"], res[f"{m}/baseline"]
+        for label, key, unit, fmt in (("throughput", "gbps", "Gbit/s", "{:.2f}"),
+                                      ("TCP RR", "rr_per_s", "round trips/s", "{:.0f}")):
+            ratios = [c / b if b else float("inf") for c, b in zip(cw[key], base[key])]
+            ratio = B.median(ratios)
+            met = ratio >= GOAL
+            print(f"{m:6} {label:10}: causeway {fmt.format(B.median(cw[key]))} {unit} vs "
+                  f"baseline {fmt.format(B.median(base[key]))} {unit} = {ratio:.3f}x  "
+                  f"(goal >= {GOAL:.2f}x: {'met' if met else 'NOT MET'}; ratios "
+                  f"{min(ratios):.3f}..{max(ratios):.3f}, spread cw {B.spread(cw[key]):.0%} "
+                  f"base {B.spread(base[key]):.0%})")
+            out["figures"][f"{m} {key}"] = {
+                "causeway": round(B.median(cw[key]), 3), "baseline": round(B.median(base[key]), 3),
+                "ratio": round(ratio, 3), "round_ratios": [round(x, 3) for x in ratios],
+                "spread_causeway": round(B.spread(cw[key]), 3),
+                "spread_baseline": round(B.spread(base[key]), 3), "goal": GOAL, "met": met}
+        print(f"{m:6} {'RR one-way':10}: causeway p50 {B.median(cw['p50_us']):.1f} us "
+              f"p99 {B.median(cw['p99_us']):.1f} us vs baseline p50 "
+              f"{B.median(base['p50_us']):.1f} us p99 {B.median(base['p99_us']):.1f} us "
+              "(sockperf half round trip; no goal)")
+    print()
+    print("per round (spread = (max - min) / median):")
+    for m in MODES:
+        for label, key, fmt in (("Gbit/s", "gbps", "{:.2f}"), ("RR/s", "rr_per_s", "{:.0f}")):
+            for k in kinds:
+                vals = res[f"{m}/{k}"][key]
+                print(f"  {m:6} {label:6} {k:8} {' '.join(fmt.format(v) for v in vals)}"
+                      f"  spread {B.spread(vals):.0%}")
+            ratios = [c / b for c, b in zip(res[f"{m}/causeway"][key], res[f"{m}/baseline"][key])]
+            print(f"  {m:6} {label:6} {'ratio':8} {' '.join(f'{x:.3f}' for x in ratios)}")
+
+    print()
+    print("path check (packets sent by node 1's VXLAN device during the rounds):")
+    for k, label in ((("tunnel", "causeway"), "causeway tunnel, cw_vxlan"),
+                     (("native", "causeway"), "causeway native, cw_vxlan"),
+                     (("tunnel", "baseline"), f"baseline tunnel, {BARE_VXLAN}")):
+        d = tx1[k] - tx0[k] if tx0[k] is not None and tx1[k] is not None else None
+        print(f"  {label:28} {d if d is not None else '?'}")
+    warn = []
+    if not (tx1[("tunnel", "causeway")] or 0) - (tx0[("tunnel", "causeway")] or 0):
+        warn.append("causeway tunnel mode sent nothing over cw_vxlan")
+    if (tx1[("native", "causeway")] or 0) - (tx0[("native", "causeway")] or 0) > 100:
+        warn.append("causeway native mode sent traffic over cw_vxlan")
+    for m in MODES:
+        fa, fb = forwarded(counters[m]), forwarded(counters_b[m])
+        dr = {**drops(counters[m]), **{f"node2 {k}": v for k, v in drops(counters_b[m]).items()}}
+        print(f"  causeway {m} datapath counters: node 1 forwarded "
+              f"{', '.join(f'{d} {n:.0f}' for d, n in sorted((fa or {}).items())) or '?'}; "
+              f"node 2 forwarded "
+              f"{', '.join(f'{d} {n:.0f}' for d, n in sorted((fb or {}).items())) or '?'}; "
+              f"dropped: {', '.join(f'{k} {v:.0f}' for k, v in dr.items()) or 'none'}")
+        if fa is not None and not any(fa.values()):
+            warn.append(f"no packet went through Causeway's programs on {nodes[m][0]}")
+        out["datapath_counters_" + m] = {"node1": counters[m], "node2": counters_b[m]}
+    for w in warn:
+        print(f"WARNING: {w}; the causeway figures may not be of its datapath")
+    print(f"(setup {setup_s:.0f}s, measuring {time.monotonic() - t_start - setup_s:.0f}s)")
+    if args.json:
+        B.write_json(args.json, out)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        B.log(f"bench: cross_node failed: {exc}")
+        sys.exit(1)
