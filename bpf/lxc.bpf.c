@@ -18,6 +18,12 @@
  * (hostPort, kube-proxy ClusterIP): its replies must go back through the
  * stack so conntrack can undo it.  to_container learns such flows from
  * packets that reach a pod without from_container's redirect mark.
+ *
+ * Services are balanced here too (lib/lb.h): from_container turns a
+ * packet for a service frontend into one for a backend before deciding
+ * where it goes, and to_container gives the backend's replies the
+ * frontend's address back, whichever way they came (redirect, overlay,
+ * host stack).
  */
 #include <stdbool.h>
 #include <linux/bpf.h>
@@ -32,6 +38,7 @@
 #include "lib/eth.h"
 #include "lib/ipv4.h"
 #include "lib/tunnel.h"
+#include "lib/lb.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -82,6 +89,7 @@ static __always_inline int handle_ipv4_from_container(struct __sk_buff *skb)
 	__u8 dst_pod_mac[ETH_ALEN], dst_host_mac[ETH_ALEN];
 	__u32 ifindex, src_identity = CW_IDENTITY_UNKNOWN;
 	bool src_known = false;
+	int rc;
 
 	if ((void *)(ip + 1) > data_end)
 		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
@@ -100,6 +108,16 @@ static __always_inline int handle_ipv4_from_container(struct __sk_buff *skb)
 			return cw_drop(skb, -CW_DROP_INVALID_SOURCE, CW_DIR_EGRESS);
 		src_identity = src->identity;
 		src_known = true;
+
+		/* A service frontend becomes a backend before anything looks at daddr. */
+		rc = cw_lb4_egress(skb);
+		if (rc < 0)
+			return cw_drop(skb, rc, CW_DIR_EGRESS);
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		ip = data + ETH_HLEN;
+		if ((void *)(ip + 1) > data_end)
+			return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
 	}
 
 	key.ip4 = ip->daddr;
@@ -179,8 +197,22 @@ int to_container(struct __sk_buff *skb)
 		struct cw_endpoint_key src = {};
 		struct cw_flow_key t = {}, reply;
 		__u8 one = 1;
+		int rc;
 
 		if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
+			return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_INGRESS);
+		/*
+		 * A service reply gets its frontend source back first, so the
+		 * flow learning below sees what the pod will see: the frontend
+		 * is no local endpoint, and a balanced flow is never the stack's.
+		 */
+		rc = cw_lb4_ingress(skb);
+		if (rc < 0)
+			return cw_drop(skb, rc, CW_DIR_INGRESS);
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		ip = data + ETH_HLEN;
+		if ((void *)(ip + 1) > data_end)
 			return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_INGRESS);
 		if (skb->mark & CW_MARK_REDIRECTED) {
 			skb->mark &= ~CW_MARK_REDIRECTED;

@@ -12,6 +12,7 @@
 #define CW_IP_OFF   ETH_HLEN
 #define CW_TTL_OFF  (CW_IP_OFF + __builtin_offsetof(struct iphdr, ttl))
 #define CW_CSUM_OFF (CW_IP_OFF + __builtin_offsetof(struct iphdr, check))
+#define CW_IP_MF    0x2000 /* frag_off: more fragments follow */
 
 /*
  * Decrement the TTL as a router would (the pod's next hop is the node) and

@@ -69,4 +69,44 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cw_config SEC(".maps");
 
+/*
+ * Service load balancing (layouts and rules in <causeway/datapath.h>).
+ * The helper writes services, backend slots and reverse NAT; conntrack is
+ * the programs' own, LRU so that forgotten flows make room.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, CW_MAX_LB_SERVICES);
+	__type(key, struct cw_lb4_key);
+	__type(value, struct cw_lb4_service);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cw_lb4_services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, CW_MAX_LB_BACKENDS);
+	__type(key, struct cw_lb4_slot_key);
+	__type(value, struct cw_lb4_backend);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cw_lb4_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, CW_MAX_LB_SERVICES);
+	__type(key, __u16);
+	__type(value, struct cw_lb4_reverse_nat);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cw_lb4_revnat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, CW_MAX_LB_CT);
+	__type(key, struct cw_ct4_key);
+	__type(value, struct cw_ct4_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cw_lb4_ct SEC(".maps");
+
 #endif

@@ -23,6 +23,10 @@
 #define CW_MAP_IPCACHE        "cw_ipcache"
 #define CW_MAP_TUNNEL         "cw_tunnel"
 #define CW_MAP_CONFIG         "cw_config"
+#define CW_MAP_LB4_SERVICES   "cw_lb4_services"
+#define CW_MAP_LB4_BACKENDS   "cw_lb4_backends"
+#define CW_MAP_LB4_REVNAT     "cw_lb4_revnat"
+#define CW_MAP_LB4_CT         "cw_lb4_ct"
 
 /*
  * The node's collect-metadata VXLAN device ("ip link add cw_vxlan type vxlan
@@ -87,11 +91,13 @@ enum cw_reason {
 	CW_DROP_INVALID_SOURCE   = 132, /* pod sent from an IP that is not its own */
 	CW_DROP_TTL_EXCEEDED     = 133, /* TTL would reach zero on redirect */
 	CW_DROP_REDIRECT_FAILED  = 134, /* bpf_redirect refused the ifindex */
-	CW_DROP_FRAG_UNSUPPORTED = 135, /* reserved: fragments needing L4 state */
+	CW_DROP_FRAG_UNSUPPORTED = 135, /* a fragmented service flow (no fragment tracking) */
 	CW_DROP_POLICY_DENIED    = 136, /* reserved: network policy */
 	CW_DROP_NO_TUNNEL_KEY    = 137, /* overlay packet without tunnel metadata */
 	CW_DROP_TUNNEL_FAILED    = 138, /* bpf_skb_set_tunnel_key refused the key */
 	CW_DROP_NO_TUNNEL_DEV    = 139, /* a tunnel route exists, the VXLAN device not */
+	CW_DROP_NO_SERVICE_BACKEND = 140, /* a new flow to a service with no backend slot */
+	CW_DROP_CT_CREATE_FAILED = 141, /* the conntrack entry of a new service flow not written */
 	CW_DROP_MAX,
 };
 
@@ -187,6 +193,162 @@ struct cw_config {
 	__u32  pad;
 };
 
+/*
+ * Service load balancing (ClusterIP), done by from_container on the client's
+ * node before the delivery decision, as Cilium's tc datapath does it:
+ *
+ *   cw_lb4_services  frontend (ClusterIP, port, protocol) -> slot count, id
+ *   cw_lb4_backends  (id, slot 1..count) -> backend (pod IP, port, cluster)
+ *   cw_lb4_revnat    id -> frontend, to rewrite the source of replies
+ *   cw_lb4_ct        conntrack: a flow's backend, and the way back
+ *
+ * The helper chooses what fills the slots (per affinity and health, a
+ * backend repeated for weight); the datapath only hashes a new flow's tuple
+ * into a slot (cw_lb4_hash).  The id names one frontend, so each (ClusterIP,
+ * port, protocol) has its own.  A flow keeps the backend conntrack recorded
+ * for it whatever happens to the slots later, also when that backend has
+ * left them: an established connection is never moved to another backend.
+ */
+struct cw_lb4_key {
+	__be32 address;  /* the frontend: ClusterIP */
+	__be16 port;     /* the frontend port */
+	__u8   proto;    /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8   pad;
+};
+
+/* Informational for the datapath, for the CLI and the helper's resync. */
+#define CW_LB_F_GLOBAL 0x1 /* slots may hold other clusters' backends */
+
+struct cw_lb4_service {
+	__u16 count;       /* slots 1..count; 0: new flows are dropped (NO_SERVICE_BACKEND) */
+	__u16 rev_nat_id;  /* 1..65535; key of the slots and of the reverse NAT entry */
+	__u16 flags;       /* CW_LB_F_* */
+	__u16 pad;
+};
+
+struct cw_lb4_slot_key {
+	__u16 rev_nat_id;
+	__u16 slot;        /* 1..count */
+};
+
+struct cw_lb4_backend {
+	__be32 address;    /* the backend pod */
+	__be16 port;       /* its target port */
+	__u16  cluster_id; /* the cluster it lives in (informational) */
+	__u16  flags;
+	__u16  pad;
+};
+
+/* What replies of a service's flows carry as their source again. */
+struct cw_lb4_reverse_nat {
+	__be32 address;
+	__be16 port;
+	__u16  pad;
+};
+
+/*
+ * Conntrack of service flows, two entries per flow in one LRU map:
+ *
+ *   CW_CT_SERVICE  (client, frontend, client port, frontend port) as the
+ *                  client sends it -> the backend chosen, the id, state.
+ *                  The authority: lifetime and TCP state live here.
+ *   CW_CT_REPLY    (backend, client, backend port, client port) as the
+ *                  backend answers -> the id.  Only an index: a reply is
+ *                  reverse-NATed only while the service entry it leads to
+ *                  (through the id's frontend) is alive and names this very
+ *                  backend, so a stale index never touches another flow.
+ *
+ * The entry is created by the flow's first packet, whatever its TCP flags
+ * (a flow whose entry was evicted finds the same backend again as long as
+ * the slots are unchanged).  A TCP SYN without ACK on a closing entry (RST
+ * seen, or FIN from both sides) starts a new flow with a new choice; so
+ * does any packet on an expired entry.
+ */
+enum cw_ct_kind {
+	CW_CT_SERVICE = 1,
+	CW_CT_REPLY   = 2,
+};
+
+struct cw_ct4_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8   proto;
+	__u8   kind;   /* enum cw_ct_kind */
+	__u8   pad[2];
+};
+
+#define CW_CT_F_ESTABLISHED 0x1 /* TCP: a segment without SYN was seen */
+#define CW_CT_F_FIN_CLIENT  0x2 /* TCP: the client sent FIN */
+#define CW_CT_F_FIN_BACKEND 0x4 /* TCP: the backend sent FIN */
+#define CW_CT_F_RST         0x8 /* TCP: either side sent RST */
+
+/*
+ * Lifetimes in seconds after the last packet (Cilium's defaults): an
+ * entry past its expiry is gone for the datapath, whatever the LRU keeps.
+ * TCP closes when RST is seen or both sides sent FIN; a half-closed
+ * connection keeps the established lifetime.
+ */
+#define CW_CT_LIFETIME_TCP       21600
+#define CW_CT_LIFETIME_TCP_SYN   60
+#define CW_CT_LIFETIME_TCP_CLOSE 10
+#define CW_CT_LIFETIME_NONTCP    60
+
+struct cw_ct4_entry {
+	__be32 backend_addr;  /* CW_CT_SERVICE: the chosen backend; 0 in CW_CT_REPLY */
+	__be16 backend_port;
+	__u16  rev_nat_id;
+	__u16  slot;          /* CW_CT_SERVICE: the slot it was chosen from (diagnostics) */
+	__u16  flags;         /* CW_CT_F_*, in the service entry */
+	__u32  expires;       /* CLOCK_MONOTONIC seconds (bpf_ktime_get_ns() / 1e9) */
+};
+
+#define CW_MAX_LB_SERVICES 65536
+#define CW_MAX_LB_BACKENDS 262144 /* slots, all services together */
+#define CW_MAX_LB_CT       65536  /* entries: two per flow */
+
+/*
+ * The slot hash of a new flow, as the client sent it (frontend as the
+ * destination): MurmurHash3's 32-bit mixing over the tuple.  Deterministic
+ * and seedless, so every node, and a test, maps a tuple to the same slot,
+ * and a flow whose entry was lost finds its backend again while the slots
+ * stay as they were.  Slot = hash % count + 1.
+ */
+static inline __attribute__((always_inline)) __u32 cw_lb4_mix(__u32 h, __u32 k)
+{
+	k *= 0xcc9e2d51;
+	k = (k << 15) | (k >> 17);
+	k *= 0x1b873593;
+	h ^= k;
+	h = (h << 13) | (h >> 19);
+	return h * 5 + 0xe6546b64;
+}
+
+static inline __attribute__((always_inline)) __u32
+cw_lb4_hash(__be32 saddr, __be32 daddr, __be16 sport, __be16 dport, __u8 proto)
+{
+	__u32 h = proto;
+
+	h = cw_lb4_mix(h, (__u32)saddr);
+	h = cw_lb4_mix(h, (__u32)daddr);
+	h = cw_lb4_mix(h, (__u32)sport << 16 | (__u32)dport);
+	h ^= 12; /* bytes hashed, as MurmurHash3 finishes */
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h;
+}
+
+_Static_assert(sizeof(struct cw_lb4_key) == 8, "cw_lb4_key layout");
+_Static_assert(sizeof(struct cw_lb4_service) == 8, "cw_lb4_service layout");
+_Static_assert(sizeof(struct cw_lb4_slot_key) == 4, "cw_lb4_slot_key layout");
+_Static_assert(sizeof(struct cw_lb4_backend) == 12, "cw_lb4_backend layout");
+_Static_assert(sizeof(struct cw_lb4_reverse_nat) == 8, "cw_lb4_reverse_nat layout");
+_Static_assert(sizeof(struct cw_ct4_key) == 16, "cw_ct4_key layout");
+_Static_assert(sizeof(struct cw_ct4_entry) == 16, "cw_ct4_entry layout");
 _Static_assert(sizeof(struct cw_lpm_key) == 8, "cw_lpm_key layout");
 _Static_assert(sizeof(struct cw_ipcache_info) == 12, "cw_ipcache_info layout");
 _Static_assert(sizeof(struct cw_tunnel_info) == 8, "cw_tunnel_info layout");

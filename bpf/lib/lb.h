@@ -1,0 +1,237 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Service load balancing on the client's node, in tc, without sockets:
+ * from_container rewrites the destination of a flow to a service frontend
+ * to one backend (DNAT), to_container rewrites the source of that
+ * backend's replies back to the frontend (reverse NAT).  Whatever delivers
+ * the packet afterwards (redirect, tunnel, host stack) sees only pod
+ * addresses, and the client only the frontend.  Maps and rules:
+ * <causeway/datapath.h>.
+ */
+#ifndef CW_BPF_LB_H
+#define CW_BPF_LB_H
+
+#include <stdbool.h>
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <bpf/bpf_helpers.h>
+#include "maps.h"
+#include "ipv4.h"
+#include "nat.h"
+#include "conntrack.h"
+
+/*
+ * The TCP flags of a segment (0 for UDP), once the L4 header is known to
+ * hold every field the rewrite touches, up to the checksum: a packet
+ * refused here leaves no conntrack state behind.
+ */
+static __always_inline int cw_tcp_flags(struct __sk_buff *skb, __u32 l4, __u8 proto, __u8 *flags)
+{
+	__u32 need = l4 + (proto == IPPROTO_TCP ? __builtin_offsetof(struct tcphdr, urg_ptr)
+						 : sizeof(struct udphdr));
+
+	*flags = 0;
+	if (skb->len < need)
+		return -1;
+	if (proto != IPPROTO_TCP)
+		return 0;
+	return bpf_skb_load_bytes(skb, l4 + CW_TCP_FLAGS_OFF, flags, 1) < 0 ? -1 : 0;
+}
+
+/*
+ * The reply index of a flow to @backend: written when absent or leading
+ * elsewhere (the LRU may have dropped it alone, or an older flow of the
+ * same tuple left it), otherwise only looked up, which keeps it recent in
+ * the LRU for flows whose backend is silent.
+ */
+static __always_inline int cw_ct_reply_ensure(const struct cw_flow_key *t, __be32 backend_addr,
+					      __be16 backend_port, __u16 rev_nat_id)
+{
+	struct cw_ct4_key rk = {
+		.saddr = backend_addr,
+		.daddr = t->saddr,
+		.sport = backend_port,
+		.dport = t->sport,
+		.proto = t->proto,
+		.kind = CW_CT_REPLY,
+	};
+	struct cw_ct4_entry re = { .rev_nat_id = rev_nat_id };
+	const struct cw_ct4_entry *r;
+
+	r = bpf_map_lookup_elem(&cw_lb4_ct, &rk);
+	if (r && r->rev_nat_id == rev_nat_id)
+		return 0;
+	return bpf_map_update_elem(&cw_lb4_ct, &rk, &re, BPF_ANY) ? -1 : 0;
+}
+
+/*
+ * from_container, for a packet of a local endpoint: DNAT when it goes to a
+ * service frontend.  Returns 0 (rewritten, or not a service's) or a
+ * negated drop reason.  Packet pointers are invalid afterwards.
+ *
+ * Only TCP and UDP with ports are balanced: a non-first fragment carries no
+ * ports and goes on to the frontend address untouched (and is lost there).
+ */
+static __always_inline int cw_lb4_egress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+	struct cw_lb4_key fkey = {};
+	struct cw_lb4_slot_key skey = {};
+	struct cw_ct4_key ck = {};
+	struct cw_ct4_entry *e, ne = {};
+	const struct cw_lb4_service *svc;
+	const struct cw_lb4_backend *be;
+	struct cw_flow_key t = {};
+	__be32 backend_addr;
+	__be16 backend_port;
+	__u16 rev_nat_id, count;
+	__u8 tcp_flags;
+	__u32 l4, now;
+
+	if ((void *)(ip + 1) > data_end)
+		return -CW_DROP_INVALID_PACKET;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return 0;
+	l4 = cw_ipv4_l4_off(ip);
+	/* Ports cut off: not classifiable; the delivery path judges it. */
+	if (cw_ipv4_tuple(skb, ip, &t) < 0 || !t.dport)
+		return 0;
+
+	fkey.address = t.daddr;
+	fkey.port = t.dport;
+	fkey.proto = t.proto;
+	svc = bpf_map_lookup_elem(&cw_lb4_services, &fkey);
+	if (!svc)
+		return 0;
+	count = svc->count;
+	rev_nat_id = svc->rev_nat_id;
+
+	/*
+	 * The fragments after this one carry no ports to be balanced by, and
+	 * would reach the frontend address, not the backend: without fragment
+	 * tracking the datagram cannot arrive whole, so it stops here, counted.
+	 */
+	if (ip->frag_off & bpf_htons(CW_IP_MF))
+		return -CW_DROP_FRAG_UNSUPPORTED;
+
+	if (cw_tcp_flags(skb, l4, t.proto, &tcp_flags) < 0)
+		return -CW_DROP_INVALID_PACKET;
+
+	ck.saddr = t.saddr;
+	ck.daddr = t.daddr;
+	ck.sport = t.sport;
+	ck.dport = t.dport;
+	ck.proto = t.proto;
+	ck.kind = CW_CT_SERVICE;
+	now = cw_ct_now();
+	e = bpf_map_lookup_elem(&cw_lb4_ct, &ck);
+	if (e && cw_ct_same_flow(e, t.proto, tcp_flags, now)) {
+		/* The flow's backend, even if it has left the slots since. */
+		backend_addr = e->backend_addr;
+		backend_port = e->backend_port;
+		rev_nat_id = e->rev_nat_id;
+		cw_ct_touch(e, t.proto, tcp_flags, true, now);
+	} else {
+		if (!count)
+			return -CW_DROP_NO_SERVICE_BACKEND;
+		skey.rev_nat_id = rev_nat_id;
+		skey.slot = (__u16)(cw_lb4_hash(t.saddr, t.daddr, t.sport, t.dport, t.proto) % count + 1);
+		be = bpf_map_lookup_elem(&cw_lb4_backends, &skey);
+		/* Only while the helper shrinks a service between our two reads. */
+		if (!be)
+			return -CW_DROP_NO_SERVICE_BACKEND;
+		backend_addr = be->address;
+		backend_port = be->port;
+		ne.backend_addr = backend_addr;
+		ne.backend_port = backend_port;
+		ne.rev_nat_id = rev_nat_id;
+		ne.slot = skey.slot;
+		cw_ct_touch(&ne, t.proto, tcp_flags, true, now);
+		if (bpf_map_update_elem(&cw_lb4_ct, &ck, &ne, BPF_ANY))
+			return -CW_DROP_CT_CREATE_FAILED;
+	}
+	if (cw_ct_reply_ensure(&t, backend_addr, backend_port, rev_nat_id) < 0)
+		return -CW_DROP_CT_CREATE_FAILED;
+
+	if (cw_ipv4_nat(skb, l4, t.proto, false, t.daddr, backend_addr, t.dport, backend_port) < 0)
+		return -CW_DROP_INVALID_PACKET;
+	return 0;
+}
+
+/*
+ * to_container: a reply of a balanced flow gets the frontend back as its
+ * source.  Returns 0 (rewritten, or nothing to do) or a negated drop
+ * reason.  Packet pointers are invalid afterwards.
+ *
+ * The reply index only leads to the flow: the rewrite happens while the
+ * flow's service entry is alive and still names the sender, so a stale
+ * index (the flow ended and the tuple now carries a direct connection to
+ * the pod) leaves the packet alone.
+ */
+static __always_inline int cw_lb4_ingress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+	const struct cw_lb4_reverse_nat *nat;
+	const struct cw_ct4_entry *r;
+	struct cw_ct4_entry *e;
+	struct cw_ct4_key rk = {}, ck = {};
+	struct cw_flow_key t = {};
+	__be32 fe_addr;
+	__be16 fe_port;
+	__u16 rev_nat_id;
+	__u8 tcp_flags;
+	__u32 l4, now;
+
+	if ((void *)(ip + 1) > data_end)
+		return -CW_DROP_INVALID_PACKET;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return 0;
+	l4 = cw_ipv4_l4_off(ip);
+	if (cw_ipv4_tuple(skb, ip, &t) < 0 || !t.sport)
+		return 0;
+
+	rk.saddr = t.saddr;
+	rk.daddr = t.daddr;
+	rk.sport = t.sport;
+	rk.dport = t.dport;
+	rk.proto = t.proto;
+	rk.kind = CW_CT_REPLY;
+	r = bpf_map_lookup_elem(&cw_lb4_ct, &rk);
+	if (!r)
+		return 0;
+	rev_nat_id = r->rev_nat_id;
+	nat = bpf_map_lookup_elem(&cw_lb4_revnat, &rev_nat_id);
+	if (!nat)
+		return 0;
+	fe_addr = nat->address;
+	fe_port = nat->port;
+
+	ck.saddr = t.daddr;
+	ck.daddr = fe_addr;
+	ck.sport = t.dport;
+	ck.dport = fe_port;
+	ck.proto = t.proto;
+	ck.kind = CW_CT_SERVICE;
+	now = cw_ct_now();
+	e = bpf_map_lookup_elem(&cw_lb4_ct, &ck);
+	if (!e || cw_ct_expired(e, now) || e->backend_addr != t.saddr ||
+	    e->backend_port != t.sport || e->rev_nat_id != rev_nat_id)
+		return 0;
+	if (ip->frag_off & bpf_htons(CW_IP_MF))
+		return -CW_DROP_FRAG_UNSUPPORTED;
+
+	if (cw_tcp_flags(skb, l4, t.proto, &tcp_flags) < 0)
+		return -CW_DROP_INVALID_PACKET;
+	cw_ct_touch(e, t.proto, tcp_flags, false, now);
+
+	if (cw_ipv4_nat(skb, l4, t.proto, true, t.saddr, fe_addr, t.sport, fe_port) < 0)
+		return -CW_DROP_INVALID_PACKET;
+	return 0;
+}
+
+#endif
