@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/magic.h>
 #include <bpf/bpf.h>
@@ -34,7 +36,9 @@
 static const char *const prog_pins[] = { CW_PIN_FROM_CONTAINER, CW_PIN_TO_CONTAINER,
 					 CW_PIN_FROM_OVERLAY };
 static const char *const map_pins[] = { CW_MAP_ENDPOINTS, CW_MAP_METRICS, CW_MAP_STACK_FLOWS,
-					CW_MAP_IPCACHE, CW_MAP_TUNNEL, CW_MAP_CONFIG };
+					CW_MAP_IPCACHE, CW_MAP_TUNNEL, CW_MAP_CONFIG,
+					CW_MAP_LB4_SERVICES, CW_MAP_LB4_BACKENDS,
+					CW_MAP_LB4_REVNAT, CW_MAP_LB4_CT };
 
 static bool on_bpffs(const char *path)
 {
@@ -247,6 +251,10 @@ void cw_dp_free(struct cw_dp *dp)
 	cw_close(dp->map_ipcache);
 	cw_close(dp->map_tunnel);
 	cw_close(dp->map_config);
+	cw_close(dp->map_lb4_services);
+	cw_close(dp->map_lb4_backends);
+	cw_close(dp->map_lb4_revnat);
+	cw_close(dp->map_lb4_ct);
 	free(dp);
 }
 
@@ -295,6 +303,7 @@ int cw_dp_open(const char *bpf_root, const char *lock_dir, bool load_if_missing,
 	dp->prog_from_container = dp->prog_to_container = dp->prog_from_overlay = -1;
 	dp->map_endpoints = dp->map_metrics = -1;
 	dp->map_ipcache = dp->map_tunnel = dp->map_config = -1;
+	dp->map_lb4_services = dp->map_lb4_backends = dp->map_lb4_revnat = dp->map_lb4_ct = -1;
 	snprintf(dp->root, sizeof(dp->root), "%s", bpf_root);
 	err = open_pin(bpf_root, CW_PIN_FROM_CONTAINER, &dp->prog_from_container);
 	if (!err)
@@ -311,6 +320,14 @@ int cw_dp_open(const char *bpf_root, const char *lock_dir, bool load_if_missing,
 		err = open_pin(bpf_root, CW_MAP_TUNNEL, &dp->map_tunnel);
 	if (!err)
 		err = open_pin(bpf_root, CW_MAP_CONFIG, &dp->map_config);
+	if (!err)
+		err = open_pin(bpf_root, CW_MAP_LB4_SERVICES, &dp->map_lb4_services);
+	if (!err)
+		err = open_pin(bpf_root, CW_MAP_LB4_BACKENDS, &dp->map_lb4_backends);
+	if (!err)
+		err = open_pin(bpf_root, CW_MAP_LB4_REVNAT, &dp->map_lb4_revnat);
+	if (!err)
+		err = open_pin(bpf_root, CW_MAP_LB4_CT, &dp->map_lb4_ct);
 	if (err) {
 		pr_err("datapath: pinned programs/maps missing in %s: %s", bpf_root, strerror(-err));
 		goto cleanup;
@@ -469,38 +486,40 @@ static int lpm_delete(int fd, __be32 ip4, __u8 prefixlen)
 }
 
 /*
- * Every key, most specific first (the trie's order).  The listing restarts
- * from the first key when the previous one is deleted under it, so a map
- * changing meanwhile could list forever: more keys than the map can hold
- * means exactly that, and the caller may retry.
+ * Every key of a map, in the map's order (a trie's is most specific
+ * first).  The listing restarts from the first key when the previous one
+ * is deleted under it, so a map changing meanwhile could list forever:
+ * more keys than the map can hold means exactly that, and the caller may
+ * retry.
  */
-static int lpm_keys(int fd, struct cw_lpm_key **keys, size_t *n)
+static int map_keys(int fd, void **keys, size_t *n)
 {
 	struct bpf_map_info info = {};
 	__u32 len = sizeof(info);
-	struct cw_lpm_key *out = NULL, *grown, *prev = NULL;
-	size_t count = 0, cap = 0;
+	unsigned char *out = NULL, *grown, *prev = NULL;
+	size_t count = 0, cap = 0, ksize;
 	int err = 0;
 
 	if (bpf_obj_get_info_by_fd(fd, &info, &len))
 		return -errno;
+	ksize = info.key_size;
 	for (;;) {
 		if (count == cap) {
 			cap = cap ? cap * 2 : 64;
-			grown = realloc(out, cap * sizeof(*out));
+			grown = realloc(out, cap * ksize);
 			if (!grown) {
 				err = -ENOMEM;
 				goto cleanup;
 			}
 			out = grown;
-			prev = count ? &out[count - 1] : NULL;
+			prev = count ? out + (count - 1) * ksize : NULL;
 		}
-		if (bpf_map_get_next_key(fd, prev, &out[count])) {
+		if (bpf_map_get_next_key(fd, prev, out + count * ksize)) {
 			if (errno != ENOENT)
 				err = -errno;
 			break;
 		}
-		prev = &out[count++];
+		prev = out + count++ * ksize;
 		if (count > info.max_entries) {
 			err = -EAGAIN;
 			break;
@@ -514,6 +533,11 @@ cleanup:
 	*keys = out;
 	*n = count;
 	return 0;
+}
+
+static int lpm_keys(int fd, struct cw_lpm_key **keys, size_t *n)
+{
+	return map_keys(fd, (void **)keys, n);
 }
 
 int cw_ipcache_put(const struct cw_dp *dp, __be32 ip4, __u8 prefixlen,
@@ -572,6 +596,293 @@ int cw_config_get(const struct cw_dp *dp, struct cw_config *cfg)
 	return bpf_map_lookup_elem(dp->map_config, &zero, cfg) ? -errno : 0;
 }
 
+static int lb4_key_check(const struct cw_lb4_key *key)
+{
+	return key->proto == IPPROTO_TCP || key->proto == IPPROTO_UDP ? 0 : -EINVAL;
+}
+
+/* Keys are copied with their padding cleared: the kernel hashes every byte. */
+static struct cw_lb4_key lb4_key(const struct cw_lb4_key *key)
+{
+	struct cw_lb4_key k;
+
+	memset(&k, 0, sizeof(k));
+	k.address = key->address;
+	k.port = key->port;
+	k.proto = key->proto;
+	return k;
+}
+
+static int map_put(int fd, const void *key, const void *value)
+{
+	return bpf_map_update_elem(fd, key, value, BPF_ANY) ? -errno : 0;
+}
+
+static int map_get(int fd, const void *key, void *value)
+{
+	return bpf_map_lookup_elem(fd, key, value) ? -errno : 0;
+}
+
+static int map_delete(int fd, const void *key)
+{
+	if (bpf_map_delete_elem(fd, key) && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int cw_lb4_service_put(const struct cw_dp *dp, const struct cw_lb4_key *key,
+		       const struct cw_lb4_service *svc)
+{
+	struct cw_lb4_key k = lb4_key(key);
+	struct cw_lb4_service v = *svc;
+
+	if (lb4_key_check(key) || !svc->rev_nat_id)
+		return -EINVAL;
+	v.pad = 0;
+	return map_put(dp->map_lb4_services, &k, &v);
+}
+
+int cw_lb4_service_get(const struct cw_dp *dp, const struct cw_lb4_key *key,
+		       struct cw_lb4_service *svc)
+{
+	struct cw_lb4_key k = lb4_key(key);
+
+	if (lb4_key_check(key))
+		return -EINVAL;
+	return map_get(dp->map_lb4_services, &k, svc);
+}
+
+int cw_lb4_service_delete(const struct cw_dp *dp, const struct cw_lb4_key *key)
+{
+	struct cw_lb4_key k = lb4_key(key);
+
+	if (lb4_key_check(key))
+		return -EINVAL;
+	return map_delete(dp->map_lb4_services, &k);
+}
+
+int cw_lb4_backend_put(const struct cw_dp *dp, __u16 rev_nat_id, __u16 slot,
+		       const struct cw_lb4_backend *be)
+{
+	struct cw_lb4_slot_key k = { .rev_nat_id = rev_nat_id, .slot = slot };
+	struct cw_lb4_backend v = *be;
+
+	if (!rev_nat_id || !slot)
+		return -EINVAL;
+	v.pad = 0;
+	return map_put(dp->map_lb4_backends, &k, &v);
+}
+
+int cw_lb4_backend_get(const struct cw_dp *dp, __u16 rev_nat_id, __u16 slot,
+		       struct cw_lb4_backend *be)
+{
+	struct cw_lb4_slot_key k = { .rev_nat_id = rev_nat_id, .slot = slot };
+
+	if (!rev_nat_id || !slot)
+		return -EINVAL;
+	return map_get(dp->map_lb4_backends, &k, be);
+}
+
+int cw_lb4_backend_delete(const struct cw_dp *dp, __u16 rev_nat_id, __u16 slot)
+{
+	struct cw_lb4_slot_key k = { .rev_nat_id = rev_nat_id, .slot = slot };
+
+	if (!rev_nat_id || !slot)
+		return -EINVAL;
+	return map_delete(dp->map_lb4_backends, &k);
+}
+
+int cw_lb4_revnat_put(const struct cw_dp *dp, __u16 rev_nat_id,
+		      const struct cw_lb4_reverse_nat *nat)
+{
+	struct cw_lb4_reverse_nat v = *nat;
+
+	if (!rev_nat_id)
+		return -EINVAL;
+	v.pad = 0;
+	return map_put(dp->map_lb4_revnat, &rev_nat_id, &v);
+}
+
+int cw_lb4_revnat_get(const struct cw_dp *dp, __u16 rev_nat_id, struct cw_lb4_reverse_nat *nat)
+{
+	if (!rev_nat_id)
+		return -EINVAL;
+	return map_get(dp->map_lb4_revnat, &rev_nat_id, nat);
+}
+
+int cw_lb4_revnat_delete(const struct cw_dp *dp, __u16 rev_nat_id)
+{
+	if (!rev_nat_id)
+		return -EINVAL;
+	return map_delete(dp->map_lb4_revnat, &rev_nat_id);
+}
+
+/* Slots @from..@to of @rev_nat_id; 0 when all are gone. */
+static int lb4_slots_delete(const struct cw_dp *dp, __u16 rev_nat_id, unsigned int from,
+			    unsigned int to)
+{
+	int err = 0, e;
+
+	for (unsigned int slot = from; slot <= to; slot++) {
+		e = cw_lb4_backend_delete(dp, rev_nat_id, (__u16)slot);
+		if (e && !err)
+			err = e;
+	}
+	return err;
+}
+
+int cw_lb4_service_set(const struct cw_dp *dp, const struct cw_lb4_key *key, __u16 rev_nat_id,
+		       __u16 flags, const struct cw_lb4_backend *slots, size_t n)
+{
+	struct cw_lb4_reverse_nat nat = { .address = key->address, .port = key->port };
+	struct cw_lb4_service old = { 0 }, svc = { .count = (__u16)n, .rev_nat_id = rev_nat_id,
+						    .flags = flags };
+	bool had;
+	int err;
+
+	if (lb4_key_check(key) || !rev_nat_id || n > UINT16_MAX)
+		return -EINVAL;
+	err = cw_lb4_service_get(dp, key, &old);
+	if (err && err != -ENOENT)
+		return err;
+	had = err == 0;
+	err = cw_lb4_revnat_put(dp, rev_nat_id, &nat);
+	if (err)
+		return err;
+	/*
+	 * Slots below the old count are overwritten in place: a flow hashing
+	 * meanwhile gets the old backend or the new one, both valid choices.
+	 */
+	for (size_t i = 0; i < n; i++) {
+		err = cw_lb4_backend_put(dp, rev_nat_id, (__u16)(i + 1), &slots[i]);
+		if (err)
+			return err;
+	}
+	err = cw_lb4_service_put(dp, key, &svc);
+	if (err)
+		return err;
+	if (!had)
+		return 0;
+	if (old.rev_nat_id != rev_nat_id)
+		return lb4_slots_delete(dp, old.rev_nat_id, 1, old.count);
+	return lb4_slots_delete(dp, rev_nat_id, (unsigned int)n + 1, old.count);
+}
+
+int cw_lb4_service_remove(const struct cw_dp *dp, const struct cw_lb4_key *key)
+{
+	struct cw_lb4_service old;
+	int err, e;
+
+	err = cw_lb4_service_get(dp, key, &old);
+	if (err)
+		return err == -ENOENT ? 0 : err;
+	/* The entry first: no new flow hashes into slots being deleted. */
+	err = cw_lb4_service_delete(dp, key);
+	if (err)
+		return err;
+	err = lb4_slots_delete(dp, old.rev_nat_id, 1, old.count);
+	e = cw_lb4_revnat_delete(dp, old.rev_nat_id);
+	return err ? err : e;
+}
+
+int cw_lb4_service_keys(const struct cw_dp *dp, struct cw_lb4_key **keys, size_t *n)
+{
+	return map_keys(dp->map_lb4_services, (void **)keys, n);
+}
+
+int cw_lb4_backend_keys(const struct cw_dp *dp, struct cw_lb4_slot_key **keys, size_t *n)
+{
+	return map_keys(dp->map_lb4_backends, (void **)keys, n);
+}
+
+int cw_lb4_revnat_keys(const struct cw_dp *dp, __u16 **ids, size_t *n)
+{
+	return map_keys(dp->map_lb4_revnat, (void **)ids, n);
+}
+
+int cw_lb4_ct_lookup(const struct cw_dp *dp, const struct cw_ct4_key *key, struct cw_ct4_entry *e)
+{
+	struct cw_ct4_key k = *key;
+
+	k.pad[0] = k.pad[1] = 0;
+	return map_get(dp->map_lb4_ct, &k, e);
+}
+
+int cw_lb4_ct_flow(const struct cw_dp *dp, __be32 client, __be16 client_port,
+		   const struct cw_lb4_key *frontend, struct cw_ct4_entry *e)
+{
+	struct cw_ct4_key k = { .saddr = client, .daddr = frontend->address, .sport = client_port,
+				.dport = frontend->port, .proto = frontend->proto,
+				.kind = CW_CT_SERVICE };
+
+	return map_get(dp->map_lb4_ct, &k, e);
+}
+
+int cw_lb4_ct_keys(const struct cw_dp *dp, struct cw_ct4_key **keys, size_t *n)
+{
+	return map_keys(dp->map_lb4_ct, (void **)keys, n);
+}
+
+__u32 cw_lb4_ct_clock(void)
+{
+	struct timespec ts;
+
+	/* bpf_ktime_get_ns() reads CLOCK_MONOTONIC */
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (__u32)ts.tv_sec;
+}
+
+/* Whether reply entry @k (with @r) still leads to a live flow to its sender. */
+static bool ct_reply_live(const struct cw_dp *dp, const struct cw_ct4_key *k,
+			  const struct cw_ct4_entry *r, __u32 now)
+{
+	struct cw_lb4_reverse_nat nat;
+	struct cw_lb4_key fe;
+	struct cw_ct4_entry e;
+
+	if (cw_lb4_revnat_get(dp, r->rev_nat_id, &nat))
+		return false;
+	memset(&fe, 0, sizeof(fe));
+	fe.address = nat.address;
+	fe.port = nat.port;
+	fe.proto = k->proto;
+	if (cw_lb4_ct_flow(dp, k->daddr, k->dport, &fe, &e))
+		return false;
+	return now <= e.expires && e.backend_addr == k->saddr && e.backend_port == k->sport &&
+	       e.rev_nat_id == r->rev_nat_id;
+}
+
+int cw_lb4_ct_gc(const struct cw_dp *dp, __u32 now, size_t *deleted)
+{
+	struct cw_ct4_key *keys = NULL;
+	struct cw_ct4_entry e;
+	size_t n = 0, gone = 0;
+	int err;
+
+	err = cw_lb4_ct_keys(dp, &keys, &n);
+	if (err)
+		return err;
+	/* Service entries first, so replies of flows that just expired go too. */
+	for (int pass = CW_CT_SERVICE; pass <= CW_CT_REPLY; pass++) {
+		for (size_t i = 0; i < n; i++) {
+			bool dead;
+
+			if (keys[i].kind != pass || map_get(dp->map_lb4_ct, &keys[i], &e))
+				continue;
+			if (pass == CW_CT_SERVICE)
+				dead = now > e.expires;
+			else
+				dead = !ct_reply_live(dp, &keys[i], &e, now);
+			if (dead && map_delete(dp->map_lb4_ct, &keys[i]) == 0)
+				gone++;
+		}
+	}
+	free(keys);
+	if (deleted)
+		*deleted = gone;
+	return 0;
+}
+
 int cw_metrics_sum(int map_fd, const struct cw_metrics_key *key, struct cw_metrics_value *out)
 {
 	int ncpu = libbpf_num_possible_cpus();
@@ -611,6 +922,8 @@ const char *cw_reason_name(unsigned int reason)
 	case CW_DROP_NO_TUNNEL_KEY: return "no tunnel metadata";
 	case CW_DROP_TUNNEL_FAILED: return "tunnel key refused";
 	case CW_DROP_NO_TUNNEL_DEV: return "no tunnel device";
+	case CW_DROP_NO_SERVICE_BACKEND: return "no service backend";
+	case CW_DROP_CT_CREATE_FAILED: return "conntrack entry not created";
 	default: return "unknown reason";
 	}
 }

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * User-space access to a node's pinned datapath: load-and-pin under a lock,
- * open the pins, tc attach/query, endpoint, ipcache, tunnel, config and
- * metrics map access.
+ * open the pins, tc attach/query, endpoint, ipcache, tunnel, config,
+ * service load balancing and metrics map access.
  */
 #ifndef CAUSEWAY_DP_H
 #define CAUSEWAY_DP_H
@@ -21,6 +21,10 @@ struct cw_dp {
 	int map_ipcache;
 	int map_tunnel;
 	int map_config;
+	int map_lb4_services;
+	int map_lb4_backends;
+	int map_lb4_revnat;
+	int map_lb4_ct;
 	char root[PATH_MAX];
 };
 
@@ -82,6 +86,71 @@ int cw_tunnel_keys(const struct cw_dp *dp, struct cw_lpm_key **keys, size_t *n);
 /* The node-wide settings (the config map's only entry). */
 int cw_config_put(const struct cw_dp *dp, const struct cw_config *cfg);
 int cw_config_get(const struct cw_dp *dp, struct cw_config *cfg);
+
+/*
+ * Service load balancing (layouts and rules in <causeway/datapath.h>).
+ *
+ * Single entries: put overwrites, get is -ENOENT when absent, delete is 0
+ * when deleted or absent.  A rev_nat_id of 0, a slot of 0 or a protocol
+ * other than TCP and UDP is -EINVAL.
+ */
+int cw_lb4_service_put(const struct cw_dp *dp, const struct cw_lb4_key *key,
+		       const struct cw_lb4_service *svc);
+int cw_lb4_service_get(const struct cw_dp *dp, const struct cw_lb4_key *key,
+		       struct cw_lb4_service *svc);
+int cw_lb4_service_delete(const struct cw_dp *dp, const struct cw_lb4_key *key);
+int cw_lb4_backend_put(const struct cw_dp *dp, __u16 rev_nat_id, __u16 slot,
+		       const struct cw_lb4_backend *be);
+int cw_lb4_backend_get(const struct cw_dp *dp, __u16 rev_nat_id, __u16 slot,
+		       struct cw_lb4_backend *be);
+int cw_lb4_backend_delete(const struct cw_dp *dp, __u16 rev_nat_id, __u16 slot);
+int cw_lb4_revnat_put(const struct cw_dp *dp, __u16 rev_nat_id,
+		      const struct cw_lb4_reverse_nat *nat);
+int cw_lb4_revnat_get(const struct cw_dp *dp, __u16 rev_nat_id, struct cw_lb4_reverse_nat *nat);
+int cw_lb4_revnat_delete(const struct cw_dp *dp, __u16 rev_nat_id);
+
+/*
+ * A whole frontend: its reverse NAT entry (@key's address and port under
+ * @rev_nat_id), @n backend slots (@slots[i] in slot i + 1; n may be 0,
+ * then new flows are dropped), and the service entry, written in the order
+ * that never lets the datapath hash into a missing slot: reverse NAT and
+ * slots first, the count last when it grows, and slots past a shrunken
+ * count deleted after it.  Slots of a previous id of the frontend are
+ * deleted once the entry names the new one; that id's reverse NAT entry is
+ * left to the caller, which knows whether flows still use it.
+ */
+int cw_lb4_service_set(const struct cw_dp *dp, const struct cw_lb4_key *key, __u16 rev_nat_id,
+		       __u16 flags, const struct cw_lb4_backend *slots, size_t n);
+/*
+ * Withdraw a frontend: service entry, its slots, its reverse NAT entry.
+ * Flows already balanced stop too (neither direction is rewritten any
+ * more).  0 when absent.
+ */
+int cw_lb4_service_remove(const struct cw_dp *dp, const struct cw_lb4_key *key);
+
+/* Every key, for a resync; *keys (free() it) holds *n.  -EAGAIN as above. */
+int cw_lb4_service_keys(const struct cw_dp *dp, struct cw_lb4_key **keys, size_t *n);
+int cw_lb4_backend_keys(const struct cw_dp *dp, struct cw_lb4_slot_key **keys, size_t *n);
+int cw_lb4_revnat_keys(const struct cw_dp *dp, __u16 **ids, size_t *n);
+
+/*
+ * Conntrack, read-only but for expiry: one entry by key; the service entry
+ * of the flow @client:@client_port -> @frontend; every key (*keys to be
+ * freed); the datapath's clock (CLOCK_MONOTONIC seconds, compare with
+ * cw_ct4_entry.expires).
+ */
+int cw_lb4_ct_lookup(const struct cw_dp *dp, const struct cw_ct4_key *key, struct cw_ct4_entry *e);
+int cw_lb4_ct_flow(const struct cw_dp *dp, __be32 client, __be16 client_port,
+		   const struct cw_lb4_key *frontend, struct cw_ct4_entry *e);
+int cw_lb4_ct_keys(const struct cw_dp *dp, struct cw_ct4_key **keys, size_t *n);
+__u32 cw_lb4_ct_clock(void);
+/*
+ * Delete what the datapath no longer uses: service entries expired at
+ * @now, reply entries whose flow is gone or names another backend.  The
+ * LRU would evict them under pressure anyway; this keeps listings honest
+ * and the room free.  *deleted (may be NULL) counts the entries removed.
+ */
+int cw_lb4_ct_gc(const struct cw_dp *dp, __u32 now, size_t *deleted);
 
 /* Sum one metrics key over all CPUs. */
 int cw_metrics_sum(int map_fd, const struct cw_metrics_key *key, struct cw_metrics_value *out);

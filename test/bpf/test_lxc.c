@@ -169,6 +169,10 @@ static int group_setup(void **state)
 	t.dp.map_ipcache = bpf_map__fd(t.skel->maps.cw_ipcache);
 	t.dp.map_tunnel = bpf_map__fd(t.skel->maps.cw_tunnel);
 	t.dp.map_config = bpf_map__fd(t.skel->maps.cw_config);
+	t.dp.map_lb4_services = bpf_map__fd(t.skel->maps.cw_lb4_services);
+	t.dp.map_lb4_backends = bpf_map__fd(t.skel->maps.cw_lb4_backends);
+	t.dp.map_lb4_revnat = bpf_map__fd(t.skel->maps.cw_lb4_revnat);
+	t.dp.map_lb4_ct = bpf_map__fd(t.skel->maps.cw_lb4_ct);
 	t.flows_fd = bpf_map__fd(t.skel->maps.cw_stack_flows);
 
 	/* pod A's host veth is lo (ifindex 1), pod B's the test veth */
