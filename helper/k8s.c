@@ -70,6 +70,8 @@ void cw_k8s_stream_init(struct cw_k8s_stream *s)
 
 void cw_k8s_stream_clear(struct cw_k8s_stream *s)
 {
+	if (!s)
+		return;
 	free(s->buf);
 	cw_k8s_stream_init(s);
 }
@@ -1751,6 +1753,7 @@ static void watch_ended(struct cw_k8s_informer *inf, CURLcode res, long status, 
 		 */
 		if (rc != -EREMOTEIO || inf->event_code == 0 || needs_list(inf->event_code))
 			inf->need_list = true;
+		inf->connected = false;
 		inf->reconnects++;
 		retry_later(inf);
 		return;

@@ -13,6 +13,8 @@
  *   check    "ok N objects" once all caches equal the server (polled for
  *            up to 20 s), else "FAIL what differs"
  *   status   one "status PATH key=value ..." line per informer, then "end"
+ *   drop     the last informer's handler frees that informer when it is next
+ *            called ("dropped SPEC"): freeing from inside a handler
  *   quit
  * Unprompted lines: "synced PATH N" when an informer's first list is in,
  * "VIOLATION what" when the handler hears something the cache contradicts.
@@ -51,7 +53,9 @@ struct ctx {
 	struct cw_k8s *k;
 	const char *url, *token_file;
 	struct shadow sh[MAX_INF];
-	size_t n;
+	size_t n;           /* informers still running */
+	size_t made;        /* informers made (their shadows are freed at exit) */
+	bool drop;
 	struct cw_timer *poll;
 	struct cw_io *input;
 	int64_t check_deadline;
@@ -140,6 +144,14 @@ static void on_event(struct cw_k8s_informer *inf, enum cw_k8s_event_type type, c
 	cJSON_DeleteItemFromObjectCaseSensitive(s->seen, key);
 	if (type != CW_K8S_DELETED)
 		cJSON_AddItemToObject(s->seen, key, cJSON_Duplicate(obj, true));
+	if (c->drop && c->n > 0 && s == &c->sh[c->n - 1]) {
+		/* @obj and @old belong to the informer: nothing of them is used after this */
+		c->drop = false;
+		cw_k8s_informer_free(inf);
+		s->inf = NULL;
+		c->n--;
+		out("dropped %s", s->spec);
+	}
 }
 
 static void on_synced(struct cw_k8s_informer *inf, void *arg)
@@ -343,6 +355,8 @@ static void command(struct ctx *c, const char *cmd)
 		cw_timer_arm(c->poll, 0);
 	} else if (strcmp(cmd, "status") == 0) {
 		print_status(c);
+	} else if (strcmp(cmd, "drop") == 0) {
+		c->drop = true;
 	} else if (strcmp(cmd, "quit") == 0) {
 		cw_loop_stop(c->loop);
 	} else if (cmd[0]) {
@@ -431,6 +445,8 @@ int main(int argc, char **argv)
 	}
 	for (int i = optind; i < argc; i++) {
 		struct shadow *s = &c.sh[c.n++];
+
+		c.made++;
 		const char *spec = argv[i], *p1 = strchr(spec, '|'), *p2 = p1 ? strchr(p1 + 1, '|') : NULL;
 		struct cw_k8s_informer_opts io = { .handler = on_event, .synced = on_synced, .arg = s };
 
@@ -455,7 +471,7 @@ int main(int argc, char **argv)
 	/* free in an order that exercises both paths: one informer alone, the rest with the client */
 	cw_k8s_informer_free(c.sh[0].inf);
 	cw_k8s_free(c.k);
-	for (size_t i = 0; i < c.n; i++) {
+	for (size_t i = 0; i < c.made; i++) {
 		cJSON_Delete(c.sh[i].seen);
 		free(c.sh[i].path);
 		free(c.sh[i].fsel);

@@ -134,6 +134,7 @@ static void test_stream_garbage(void **state)
 	assert_int_equal(cw_k8s_stream_next(&st, &doc, &len, err, sizeof(err)), -EINVAL);
 	assert_int_equal(cw_k8s_stream_feed(&st, "{}", 2, err, sizeof(err)), -EINVAL);
 	cw_k8s_stream_clear(&st);
+	cw_k8s_stream_clear(NULL);
 }
 
 static void test_stream_too_large(void **state)
