@@ -26,7 +26,7 @@ bool cw_cluster_name_valid(const char *name)
 	return name[0] != '-' && name[n - 1] != '-';
 }
 
-/* A DNS subdomain as Kubernetes checks it: labels of [a-z0-9-], 1..63, alphanumeric at both ends. */
+/* A DNS subdomain as Kubernetes checks it (IsDNS1123Subdomain): labels of [a-z0-9-], alphanumeric at both ends. */
 bool cw_node_name_valid(const char *name)
 {
 	size_t n = strlen(name), label = 0;
@@ -37,7 +37,7 @@ bool cw_node_name_valid(const char *name)
 		char c = name[i];
 
 		if (c == '.' || c == '\0') {
-			if (label == 0 || label > 63 || name[i - 1] == '-')
+			if (label == 0 || name[i - 1] == '-')
 				return false;
 			label = 0;
 			continue;
