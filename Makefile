@@ -141,7 +141,7 @@ clean:
 
 # --- Kubernetes client (helper/k8s.c): the live test against the API
 # stand-in (test/k8s/run starts kapi.py and drives this binary) and the
-# libFuzzer harness of its parsers (seeds in test/k8s/fuzz-seeds).
+# libFuzzer harness of its parsers (seeds in test/fuzz/corpus/k8s).
 $(BUILD)/test/k8s_live: test/k8s/test_k8s_live.c $(HELPER_LIB_OBJS) $(BUILD)/libcauseway.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Ihelper $(LDFLAGS) -o $@ $< $(HELPER_LIB_OBJS) $(BUILD)/libcauseway.a $(LDLIBS)
