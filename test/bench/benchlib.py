@@ -502,6 +502,18 @@ def free_underlay():
     raise RuntimeError("no free /16 in 172.16.0.0/12 for the benchmark's lab")
 
 
+def preflight_lab(need_tools=()):
+    """preflight() for a benchmark that brings up a lab: what `lab up` needs too."""
+    preflight(need_tools=("etcd", "etcdctl", "dnsmasq", "openssl") + tuple(need_tools))
+    for path in (HELPER, PODSERVE):
+        if not os.access(path, os.X_OK):
+            cannot_run(f"{path} is missing: run `make` in {REPO}")
+    try:
+        import yaml  # noqa: F401  (the lab reads its topology with it)
+    except ImportError:
+        cannot_run("python3-yaml is not installed (the lab needs it)")
+
+
 class Lab:
     """A lab (test/lab/lab) that a benchmark brings up and always takes down.
 

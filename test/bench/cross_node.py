@@ -78,11 +78,7 @@ def parse_args():
 
 
 def preflight():
-    B.preflight(need_tools=("iperf3", "sockperf", "ss", "bridge", "etcd", "etcdctl",
-                            "dnsmasq", "openssl"))
-    for path in (B.HELPER, B.PODSERVE):
-        if not os.access(path, os.X_OK):
-            B.cannot_run(f"{path} is missing: run `make` in {B.REPO}")
+    B.preflight_lab(need_tools=("iperf3", "sockperf", "ss", "bridge"))
 
 
 # --- the bare baseline nodes ------------------------------------------------------
