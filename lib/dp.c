@@ -839,6 +839,7 @@ static bool ct_reply_live(const struct cw_dp *dp, const struct cw_ct4_key *k,
 	struct cw_lb4_reverse_nat nat;
 	struct cw_lb4_key fe;
 	struct cw_ct4_entry e;
+	__be32 client;
 
 	if (cw_lb4_revnat_get(dp, r->rev_nat_id, &nat))
 		return false;
@@ -846,7 +847,9 @@ static bool ct_reply_live(const struct cw_dp *dp, const struct cw_ct4_key *k,
 	fe.address = nat.address;
 	fe.port = nat.port;
 	fe.proto = k->proto;
-	if (cw_lb4_ct_flow(dp, k->daddr, k->dport, &fe, &e))
+	/* a hairpin flow's reply goes to the loopback address, its client is the sender */
+	client = k->daddr == htonl(CW_LB_LOOPBACK4) ? k->saddr : k->daddr;
+	if (cw_lb4_ct_flow(dp, client, k->dport, &fe, &e))
 		return false;
 	return now <= e.expires && e.backend_addr == k->saddr && e.backend_port == k->sport &&
 	       e.rev_nat_id == r->rev_nat_id;

@@ -263,7 +263,15 @@ struct cw_lb4_reverse_nat {
  * the slots are unchanged).  A TCP SYN without ACK on a closing entry (RST
  * seen, or FIN from both sides) starts a new flow with a new choice; so
  * does any packet on an expired entry.
+ *
+ * A client balanced to itself (hairpin) would receive a packet from its own
+ * address, which its stack drops as martian; its packets get the source
+ * CW_LB_LOOPBACK4 as well, so the reply index of such a flow is (client,
+ * CW_LB_LOOPBACK4, backend port, client port), and from_container, which
+ * sees that reply, gives it the frontend as source and the client as
+ * destination.  The backend socket sees CW_LB_LOOPBACK4 as its peer.
  */
+#define CW_LB_LOOPBACK4 0xa9fe2a01 /* 169.254.42.1, host order: Cilium's service loopback */
 enum cw_ct_kind {
 	CW_CT_SERVICE = 1,
 	CW_CT_REPLY   = 2,

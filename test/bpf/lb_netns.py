@@ -387,6 +387,31 @@ def check_direct_untouched(lab):
         check(got == name and src == (ip, BE_PORT), f"direct UDP to {ip}: {got} from {src}")
 
 
+LOOPBACK = "169.254.42.1"  # CW_LB_LOOPBACK4
+
+
+def check_hairpin(lab):
+    """The client is its own backend: it reaches itself through the frontend;
+    its server side sees the service loopback address, not its own."""
+    lab.backends.append(Backend("self", lab.client))
+    lab.names["self"] = lab.client.ip
+    set_service(lab.a, IPPROTO_TCP, TCP_ID, [lab.client.ip])
+    set_service(lab.a, IPPROTO_UDP, UDP_ID, [lab.client.ip])
+    conn = Conn(lab.client)
+    try:
+        check(conn.backend == "self", f"answered by {conn.backend}")
+        check(conn.peer == (FRONTEND, FE_PORT), f"client socket's peer is {conn.peer}")
+        check(conn.seen_as == f"{LOOPBACK}:{conn.local[1]}",
+              f"the pod's server saw its client as {conn.seen_as}, expected {LOOPBACK}")
+        for i in range(3):
+            check(conn.ask(f"round {i}") == "self", "the hairpin connection changed backend")
+    finally:
+        conn.close()
+    got, seen_as, src = udp_ask(lab.client, "to myself")
+    check(got == "self" and src == (FRONTEND, FE_PORT) and seen_as.startswith(LOOPBACK + ":"),
+          f"hairpin UDP: {got} from {src}, seen as {seen_as}")
+
+
 def snmp_csum_errors(pod):
     """InCsumErrors of TCP and UDP as the pod's stack counts them."""
     lines = sh(["nsenter", f"--net={pod.path}", "cat", "/proc/net/snmp"]).stdout.splitlines()
@@ -408,12 +433,14 @@ def check_checksums(lab):
         sh(["nsenter", f"--net={p.path}", "ethtool", "-K", "eth0", "tx", "off"])
     before = {p.name: snmp_csum_errors(p) for p in pods}
     bulk = os.urandom(48 * 1024).hex()  # full-sized segments, no GSO without offload
-    for name in ("local", "remote"):
+    for name in lab.names:  # the hairpin's double rewrite too, when it ran
         set_service(lab.a, IPPROTO_TCP, TCP_ID, [lab.names[name]])
         set_service(lab.a, IPPROTO_UDP, UDP_ID, [lab.names[name]])
         conn = Conn(lab.client)
         try:
-            assert_balanced(lab, conn, name)
+            if name != "self":
+                assert_balanced(lab, conn, name)
+            check(conn.backend == name, f"answered by {conn.backend}, expected {name}")
             check(conn.ask(bulk) == name, "bulk answer from another backend")
         finally:
             conn.close()
@@ -496,8 +523,10 @@ def main():
                      "NO_SERVICE_BACKEND", check_no_backend, lab)
             run.step("direct traffic to the backend pods is not rewritten",
                      check_direct_untouched, lab)
-            run.step("checksum offload off in the pods: bulk TCP and odd/even UDP through both "
-                     "backends, no checksum error in any pod", check_checksums, lab)
+            run.step("the client is its own backend (hairpin): it reaches itself through the "
+                     "frontend, its server sees the service loopback address", check_hairpin, lab)
+            run.step("checksum offload off in the pods: bulk TCP and odd/even UDP through every "
+                     "backend, no checksum error in any pod", check_checksums, lab)
             run.step("no drops but those caused on purpose", check_drops, lab)
             run.step("native routing: the remote backend through the host stacks, replies "
                      "reverse-NATed from the stack's path", check_native, lab)

@@ -348,27 +348,27 @@ static struct run ingress(const struct frame *in, bool via_stack)
 }
 
 /*
- * @out is @in with (saddr, sport) or (daddr, dport) rewritten and, when
+ * @out is @in with its addresses and ports replaced by these and, when
  * @hop, the TTL one lower: everything else byte for byte, and both
- * checksums valid as recomputed here.
+ * checksums valid as recomputed here.  L2 is the delivery's business,
+ * asserted by the callers that care.
  */
-static void assert_rewritten(struct frame *out, const struct frame *in, bool src, const char *addr,
-			     uint16_t port, bool hop)
+static void assert_nat(struct frame *out, const struct frame *in, const char *saddr,
+		       uint16_t sport, const char *daddr, uint16_t dport, bool hop)
 {
 	struct frame want = *in;
 	struct iphdr *wip = ip_of(&want), *oip = ip_of(out);
-	uint16_t *want_port;
 
 	assert_int_equal(out->len, in->len);
-	if (src)
-		wip->saddr = ip4(addr);
-	else
-		wip->daddr = ip4(addr);
-	if (wip->protocol == IPPROTO_TCP)
-		want_port = src ? &tcp_of(&want)->source : &tcp_of(&want)->dest;
-	else
-		want_port = src ? &udp_of(&want)->source : &udp_of(&want)->dest;
-	*want_port = htons(port);
+	wip->saddr = ip4(saddr);
+	wip->daddr = ip4(daddr);
+	if (wip->protocol == IPPROTO_TCP) {
+		tcp_of(&want)->source = htons(sport);
+		tcp_of(&want)->dest = htons(dport);
+	} else {
+		udp_of(&want)->source = htons(sport);
+		udp_of(&want)->dest = htons(dport);
+	}
 	if (hop)
 		wip->ttl--;
 
@@ -386,9 +386,25 @@ static void assert_rewritten(struct frame *out, const struct frame *in, bool src
 		assert_int_equal(udp_of(out)->check, 0); /* "no checksum" stays so */
 	}
 	wip->check = oip->check;
-	/* L2 is the delivery's business, asserted by the callers that care */
 	memcpy(want.b, out->b, ETH_HLEN);
 	assert_memory_equal(out->b, want.b, in->len);
+}
+
+/* @in with (saddr, sport) (@src) or (daddr, dport) rewritten to @addr:@port. */
+static void assert_rewritten(struct frame *out, const struct frame *in, bool src, const char *addr,
+			     uint16_t port, bool hop)
+{
+	const struct iphdr *ip = (const struct iphdr *)(in->b + ETH_HLEN);
+	char s[INET_ADDRSTRLEN], d[INET_ADDRSTRLEN];
+	uint16_t ports[2]; /* TCP and UDP alike */
+
+	memcpy(ports, in->b + ETH_HLEN + ip->ihl * 4, sizeof(ports));
+	inet_ntop(AF_INET, &ip->saddr, s, sizeof(s));
+	inet_ntop(AF_INET, &ip->daddr, d, sizeof(d));
+	if (src)
+		assert_nat(out, in, addr, port, d, ntohs(ports[1]), hop);
+	else
+		assert_nat(out, in, s, ntohs(ports[0]), addr, port, hop);
 }
 
 /* --- counters -------------------------------------------------------- */
@@ -1135,6 +1151,70 @@ static void test_reverse_nat_before_learning(void **state)
 	assert_int_not_equal(bpf_map_get_next_key(t.flows_fd, NULL, &k), 0);
 }
 
+/*
+ * A client balanced to itself: its packets come from the service loopback
+ * address (its stack would drop a packet from its own address), its
+ * replies to that address go back to it from the frontend, both through
+ * from_container and straight back into the pod.
+ */
+static void test_hairpin(void **state)
+{
+	struct cw_ct4_key rk = ct_key(IPPROTO_TCP, CLIENT, BE_PORT, "169.254.42.1", 54000, CW_CT_REPLY);
+	struct cw_ct4_entry re;
+	struct snapshot before;
+	struct frame in, fwd;
+	struct run r;
+	size_t deleted;
+
+	(void)state;
+	service1(IPPROTO_TCP, CLIENT);
+	for (int i = 0; i < 2; i++) {
+		in = tcp(CLIENT, 54000, FRONTEND, FE_PORT, i ? TCP_ACK : TCP_SYN);
+		r = egress(&in);
+		assert_int_equal(r.retval, TC_ACT_REDIRECT);
+		assert_nat(&r.out, &in, "169.254.42.1", 54000, CLIENT, BE_PORT, true);
+		assert_memory_equal(r.out.b, mac_a_pod, 6);
+		assert_memory_equal(r.out.b + 6, mac_a_host, 6);
+	}
+	assert_int_equal(cw_lb4_ct_lookup(&t.dp, &rk, &re), 0);
+	assert_int_equal(re.rev_nat_id, SVC_ID);
+	/* on its way into the pod it is no reply of anything */
+	fwd = r.out;
+	r = ingress(&fwd, false);
+	assert_memory_equal(r.out.b, fwd.b, fwd.len);
+
+	/* the pod answers itself through its gateway */
+	in = tcp(CLIENT, BE_PORT, "169.254.42.1", 54000, TCP_SYN | TCP_ACK);
+	snap(&before);
+	r = egress(&in);
+	assert_int_equal(r.retval, TC_ACT_REDIRECT);
+	assert_nat(&r.out, &in, FRONTEND, FE_PORT, CLIENT, 54000, true);
+	assert_memory_equal(r.out.b, mac_a_pod, 6);
+	assert_counted(&before, CW_REASON_FORWARDED, CW_DIR_EGRESS, in.len);
+	fwd = r.out;
+	r = ingress(&fwd, false);
+	assert_memory_equal(r.out.b, fwd.b, fwd.len);
+
+	/* UDP too */
+	service1(IPPROTO_UDP, CLIENT);
+	in = udp(CLIENT, 54001, FRONTEND, FE_PORT);
+	r = egress(&in);
+	assert_nat(&r.out, &in, "169.254.42.1", 54001, CLIENT, BE_PORT, true);
+	in = udp(CLIENT, BE_PORT, "169.254.42.1", 54001);
+	r = egress(&in);
+	assert_nat(&r.out, &in, FRONTEND, FE_PORT, CLIENT, 54001, true);
+
+	/* GC keeps a live hairpin flow's index */
+	assert_int_equal(cw_lb4_ct_gc(&t.dp, cw_lb4_ct_clock(), &deleted), 0);
+	assert_int_equal(deleted, 0);
+
+	/* to the loopback address on no flow's tuple: the stack's, untouched */
+	in = tcp(CLIENT, BE_PORT, "169.254.42.1", 54002, TCP_SYN | TCP_ACK);
+	r = egress(&in);
+	assert_int_equal(r.retval, TC_ACT_OK);
+	assert_memory_equal(r.out.b, in.b, in.len);
+}
+
 /* --- lib/dp.c accessors ------------------------------------------------ */
 
 static void test_service_accessors(void **state)
@@ -1270,6 +1350,7 @@ int main(void)
 		T(test_reverse_nat),
 		T(test_reverse_nat_only_the_flow),
 		T(test_reverse_nat_before_learning),
+		T(test_hairpin),
 		T(test_service_accessors),
 		T(test_ct_gc),
 	};
