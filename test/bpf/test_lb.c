@@ -176,9 +176,11 @@ static int group_teardown(void **state)
 
 /* --- frames ---------------------------------------------------------- */
 
+/* b + ETH_HLEN, the IPv4 header, lands on a 4-byte boundary. */
 struct frame {
-	uint8_t b[128];
 	__u32 len;
+	uint8_t align[2];
+	uint8_t b[128];
 };
 
 static struct iphdr *ip_of(struct frame *f)
