@@ -69,6 +69,21 @@ static int open_log(const char *file, const char *tag)
 	return 0;
 }
 
+/* An integer option within [lo, hi], or a message naming it. */
+static bool parse_range(const char *role, const char *opt, const char *arg, long lo, long hi,
+			const char *unit, long *out)
+{
+	char *end;
+	long v = strtol(arg, &end, 10);
+
+	if (!*arg || *end || v < lo || v > hi) {
+		fprintf(stderr, "%s: --%s \"%s\" is not %ld..%ld%s\n", role, opt, arg, lo, hi, unit);
+		return false;
+	}
+	*out = v;
+	return true;
+}
+
 static const char node_usage[] =
 	"usage: causeway-helper node --cluster-name NAME --cluster-id N --node-name NAME\n"
 	"         --etcd-config FILE [--bpf-root DIR] [--state-dir DIR] [--socket PATH]\n"
@@ -109,7 +124,6 @@ static int run_node(int argc, char **argv)
 				  .routing = CW_ROUTING_TUNNEL, .lease_ttl = 30 };
 	char sock[PATH_MAX];
 	const char *log_file = NULL;
-	char *end;
 	long v;
 	int c;
 
@@ -118,11 +132,8 @@ static int run_node(int argc, char **argv)
 		switch (c) {
 		case 'c': o.cluster = optarg; break;
 		case 'i':
-			v = strtol(optarg, &end, 10);
-			if (*end || v < 1 || v > 255) {
-				fprintf(stderr, "node: --cluster-id \"%s\" is not 1..255\n", optarg);
+			if (!parse_range("node", "cluster-id", optarg, 1, 255, "", &v))
 				return 2;
-			}
 			o.cluster_id = (unsigned int)v;
 			break;
 		case 'n': o.node_name = optarg; break;
@@ -156,11 +167,8 @@ static int run_node(int argc, char **argv)
 		case 'm': o.metrics_addr = optarg; break;
 		case 'M': o.clustermesh_dir = optarg; break;
 		case 'L':
-			v = strtol(optarg, &end, 10);
-			if (*end || v < 5 || v > 3600) {
-				fprintf(stderr, "node: --lease-ttl \"%s\" is not 5..3600 seconds\n", optarg);
+			if (!parse_range("node", "lease-ttl", optarg, 5, 3600, " seconds", &v))
 				return 2;
-			}
 			o.lease_ttl = (int)v;
 			break;
 		case 'l': log_file = optarg; break;
@@ -213,7 +221,6 @@ static int run_meshapi(int argc, char **argv)
 	};
 	struct cw_meshapi_opts o = { .heartbeat_s = 60, .identity_gc_s = 60 };
 	const char *log_file = NULL;
-	char *end;
 	long v;
 	int c;
 
@@ -222,22 +229,16 @@ static int run_meshapi(int argc, char **argv)
 		switch (c) {
 		case 'c': o.cluster = optarg; break;
 		case 'i':
-			v = strtol(optarg, &end, 10);
-			if (*end || v < 1 || v > 255) {
-				fprintf(stderr, "mesh-apiserver: --cluster-id \"%s\" is not 1..255\n",
-					optarg);
+			if (!parse_range("mesh-apiserver", "cluster-id", optarg, 1, 255, "", &v))
 				return 2;
-			}
 			o.cluster_id = (unsigned int)v;
 			break;
 		case 'e': o.etcd_config = optarg; break;
 		case 'H':
 		case 'G':
-			v = strtol(optarg, &end, 10);
-			if (*end || v < 1 || v > 86400) {
-				fprintf(stderr, "mesh-apiserver: \"%s\" is not 1..86400 seconds\n", optarg);
+			if (!parse_range("mesh-apiserver", c == 'H' ? "heartbeat" : "identity-gc", optarg,
+					 1, 86400, " seconds", &v))
 				return 2;
-			}
 			if (c == 'H')
 				o.heartbeat_s = (int)v;
 			else
