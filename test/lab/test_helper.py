@@ -469,6 +469,7 @@ SHARED_PODS = {  # name: (node index, namespace, labels)
     "web-o": (2, "other", {"app": "web"}),          # same labels, another namespace
     "relabel-2": (2, "default", {"app": "flip"}),   # test_label_change_changes_identity
     "leak-2": (2, "default", {"app": "leak"}),      # test_label_change_releases_old_reference
+    "gone-3": (3, "default", {"app": "gone"}),      # test_pod_deletion_withdraws_everywhere
 }
 
 
@@ -523,7 +524,7 @@ def test_identities_agree_across_nodes(shared):
 
     assert ident["web-1"] == ident["web-2"] == ident["web-3"], ident
     assert ident["db-1"] == ident["db-3"], ident
-    distinct = [ident[x] for x in ("web-1", "db-1", "web-o", "relabel-2", "leak-2")]
+    distinct = [ident[x] for x in ("web-1", "db-1", "web-o", "relabel-2", "leak-2", "gone-3")]
     assert len(set(distinct)) == len(distinct), f"different labels share an identity: {ident}"
     for name, i in ident.items():
         assert in_cluster_range(i), f"{name}: identity {i} ({i >> 16}<<16 | {i & 0xffff}) not in cluster 1's range"
@@ -645,6 +646,23 @@ def test_label_change_releases_old_reference(shared):
                f"{old_ref} to be deleted once no pod of {node.name} has those labels")
 
 
+def test_pod_deletion_withdraws_everywhere(shared):
+    """A deleted pod: its endpoint, ip/v1 record and the node's identity reference go, and
+    every node's ipcache forgets it."""
+    h = shared
+    p, ns, node = shared_pods(h)["gone-3"]
+    ip = p["status"]["podIP"]
+    e = node.endpoints()["gone-3"]
+    ref = f"{K_VALUE}{e['labels']}/{node.name}"
+    assert ref in h.etcd_get(ref) and K_IPS + ip in h.etcd_get(K_IPS + ip)
+    h.lab.kubectl(CLUSTER, "delete", "pod", "gone-3", "--wait=false")
+    h.wait(lambda: "gone-3" not in node.endpoints() and not h.etcd_get(K_IPS + ip)
+           and all(f"{ip}/32" not in n.ipcache() for n in h.nodes) and ip not in node.bpf_endpoints(),
+           20, "the deleted pod to be withdrawn everywhere")
+    h.wait(lambda: ref not in h.etcd_get(ref), 5, f"{node.name}'s reference {ref} to go")
+    assert all(h.healthy(n) for n in h.nodes)
+
+
 def test_status_endpoints_and_metrics(shared):
     """status (human, JSON), endpoints, and the Prometheus endpoint in the node's netns."""
     h = shared
@@ -718,6 +736,27 @@ def test_status_lease_is_the_records_lease(shared):
     m = re.search(r'"lease":\s*([^,\s}]+)', raw)
     lease = h.etcd_get(K_NODES + n.name)[K_NODES + n.name]["lease"]
     assert m and m.group(1) == str(lease), f"status says lease {m and m.group(1)}, etcd says {lease}"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "helper bug: a failed lease keepalive sets lastError (on_lease(), helper/node.c) but a "
+    "successful one never clears it (only a successful publication does), so once etcd is "
+    "back and everything is synced, `status` still shows e.g. \"Last error: etcd: lease "
+    "keepalive: ...: Couldn't connect to server\" until something unrelated is published"))
+def test_status_error_clears_after_etcd_recovers(shared):
+    h = shared
+    run([FIXTURE, "stop", h.etcd_dir], timeout=60)
+    try:
+        h.wait(lambda: all("etcd" in n.status()["lastError"] for n in h.nodes), 15,
+               "every helper to report etcd's absence in lastError")
+    finally:
+        run([FIXTURE, "restart", h.etcd_dir], timeout=60)
+    h.wait(lambda: all(h.healthy(n) for n in h.nodes), 30, "every helper reconnected and synced")
+    # Two keepalive periods (a third of the lease TTL each) after the recovery at most.
+    wait_until(lambda: all(n.status()["lastError"] == "" for n in h.nodes), 2 * LEASE_TTL / 3 + 1,
+               "lastError to clear", diag=lambda: "\n".join(f"{n.name}: {n.status()['lastError']!r}"
+                                                            for n in h.nodes))
+    assert all("Last error" not in n.helper("status").stdout for n in h.nodes)
 
 
 def test_bad_records_change_nothing(shared):
@@ -873,22 +912,33 @@ def test_restart_all_helpers_keeps_traffic_and_maps(make_lab, tmp_path, sig):
     "namespace labels (k8s:io.cilium.k8s.namespace.labels.*) are missing and the pod is "
     "published for a moment with another identity (a new one is even allocated), then with "
     "the right one again: every node's ipcache flips twice, and the partial label set's "
-    "identity and value/ reference leak (value/<labels without namespace labels>/<node>); "
-    "seen on about half of all-node restarts, so the test restarts up to 10 times"))
+    "identity and value/ reference leak (value/<labels without namespace labels>/<node>). "
+    "About one restart in four shows it; with a namespace list that takes a while (100 "
+    "namespaces with 50 kB annotations, as busy clusters have) nearly every restart does"))
 def test_restart_keeps_identities(shared):
     """Across helper restarts no ip/v1 record ever carries another identity, even briefly."""
     h = shared
-    want = {k: json.loads(v["value"])["ID"] for k, v in h.etcd_get(K_IPS).items()}
-    rounds = 10
-    for i in range(rounds):
-        rev = h.etcd_revision()
-        h.stop_helpers(*h.node, kill=True)
-        h.start_helpers(*h.node)
-        h.wait(lambda: all(h.healthy(n) for n in h.nodes) and
-               all(e["published"] for n in h.nodes for e in n.endpoints().values()), 15, "helpers synced")
-        flips = [(k, json.loads(v)["ID"]) for t, k, v in h.etcd_history(K_IPS, rev + 1, listen=0.7)
-                 if t == "PUT" and json.loads(v)["ID"] != want.get(k)]
-        assert not flips, f"round {i + 1}: records published with other identities: {flips}"
+    bulk = [f"bulk-{i}" for i in range(100)]
+    for name in bulk:
+        h.kube.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                           "metadata": {"name": name, "annotations": {"blob": "x" * 50000}}})
+    try:
+        want = {k: json.loads(v["value"])["ID"] for k, v in h.etcd_get(K_IPS).items()}
+        for i in range(5):
+            rev = h.etcd_revision()
+            h.stop_helpers(*h.node, kill=True)
+            h.start_helpers(*h.node)
+            h.wait(lambda: all(h.healthy(n) for n in h.nodes) and
+                   all(e["published"] for n in h.nodes for e in n.endpoints().values()), 15, "helpers synced")
+            flips = [(k, json.loads(v)["ID"]) for t, k, v in h.etcd_history(K_IPS, rev + 1, listen=0.7)
+                     if t == "PUT" and json.loads(v)["ID"] != want.get(k)]
+            assert not flips, f"round {i + 1}: records published with other identities: {flips}"
+    finally:
+        for name in bulk:
+            try:
+                h.kube.delete(f"/api/v1/namespaces/{name}")
+            except _c.kl.ApiError:
+                pass
 
 
 def test_etcd_restart(make_lab, tmp_path):
