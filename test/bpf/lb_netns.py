@@ -31,21 +31,19 @@ failed"; exits 0 when all passed, 1 on a failure, 77 when not root.
 
 import ipaddress
 import os
-import signal
 import socket
 import struct
 import sys
 import threading
-import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
 
-import cwlib  # noqa: E402
+import netnslib  # noqa: E402  (puts test/node, cwlib's, on the path)
 import tunnel_netns as tn  # noqa: E402
-from cwlib import Node, in_netns, sh  # noqa: E402
-from tunnel_netns import Failed, Interrupted, Run, Side, check, ip_bytes, lpm_key  # noqa: E402
+from cwlib import in_netns, sh  # noqa: E402
+from netnslib import Failed, check  # noqa: E402
+from tunnel_netns import ip_bytes, lpm_key  # noqa: E402
 
 # From include/causeway/datapath.h.
 MAP_SERVICES, MAP_BACKENDS = "cw_lb4_services", "cw_lb4_backends"
@@ -232,9 +230,8 @@ def udp_ask(pod, msg, ip=FRONTEND, port=FE_PORT, tries=5):
 # --- the test ----------------------------------------------------------------
 
 class Lab:
-    def __init__(self):
-        self.a = Side("a", "192.168.77.1", "10.240.1.0/24", 70001)
-        self.b = Side("b", "192.168.77.2", "10.240.2.0/24", 70002)
+    def __init__(self, sides):
+        self.a, self.b = tn.make_sides(sides)
         self.client = None        # pod on a
         self.local = None         # backend pod on a
         self.remote = None        # backend pod on b
@@ -456,13 +453,7 @@ def check_native(lab):
     """No tunnel: the remote backend's traffic crosses the host stacks, and its
     replies reach to_container from the stack, not from a redirect."""
     a, b = lab.a, lab.b
-    for s in (a, b):
-        for k in s.map_keys(tn.MAP_IPCACHE):
-            s.map_delete(tn.MAP_IPCACHE, k)
-        for k in s.map_keys(tn.MAP_TUNNEL):
-            s.map_delete(tn.MAP_TUNNEL, k)
-    sh(["ip", "-n", a.ns, "route", "add", b.pod_cidr, "via", b.underlay_ip])
-    sh(["ip", "-n", b.ns, "route", "add", a.pod_cidr, "via", a.underlay_ip])
+    tn.go_native(a, b)
     rx = (a.vxlan_stats()[0], b.vxlan_stats()[0])
     set_service(a, IPPROTO_TCP, TCP_ID, [lab.remote.ip])
     set_service(a, IPPROTO_UDP, UDP_ID, [lab.remote.ip])
@@ -480,34 +471,17 @@ def check_native(lab):
 
 def check_drops(lab):
     for s in (lab.a, lab.b):
-        d = {f"{tn.DROPS.get(r, r)}/{'in' if dr == tn.DIR_INGRESS else 'out'}": n
-             for (r, dr), n in s.counters().items() if r != tn.FORWARDED and n}
+        d = tn.drops(s)
         want = lab.expect_drops() if s is lab.a else {}
         check(d == want, f"node {s.label} counted drops {d}, expected {want}")
 
 
 def main():
-    if os.geteuid() != 0:
-        print("lb_netns: skipped, needs root (namespaces, BPF, bpffs)", file=sys.stderr)
-        return 77
-    for p in (cwlib.PLUGIN, cwlib.RUNNER):
-        if not p.is_file():
-            print(f"lb_netns: {p} not built (run make)", file=sys.stderr)
-            return 1
-    if not os.path.ismount(cwlib.BPFFS):
-        sh(["mount", "-t", "bpf", "bpf", cwlib.BPFFS])
+    labs = []
 
-    def on_term(*_):
-        raise Interrupted()
-    signal.signal(signal.SIGTERM, on_term)
-
-    run = Run()
-    root_links = Node.links_in_root()
-    sides = []
-    lab = None
-    try:
-        lab = Lab()
-        sides += [lab.a, lab.b]
+    def steps(run, sides):
+        lab = Lab(sides)
+        labs.append(lab)
         if run.step("two nodes over VXLAN; client and backend pods (real plugin); TCP and UDP "
                     "echo servers in the backends", setup, lab):
             run.step("one slot, the same-node backend: the client talks to the frontend, the "
@@ -530,28 +504,14 @@ def main():
             run.step("no drops but those caused on purpose", check_drops, lab)
             run.step("native routing: the remote backend through the host stacks, replies "
                      "reverse-NATed from the stack's path", check_native, lab)
-    except (Interrupted, KeyboardInterrupt):
-        print("lb_netns: interrupted, cleaning up", file=sys.stderr)
-        if not run.interrupted:
-            run.failed += 1
-    except Exception as e:
-        print(f"lb_netns: {type(e).__name__}: {e}", file=sys.stderr)
-        traceback.print_exc()
-        run.failed += 1
-    finally:
-        if lab:
+
+    def cleanup(sides, root_links):
+        for lab in labs:
             for be in lab.backends:
                 be.close()
-        problems = tn.cleanup(sides, root_links)
-        run.n += 1
-        if problems:
-            run.failed += 1
-            print(f"not ok {run.n} - cleanup: {problems}")
-        else:
-            run.passed += 1
-            print(f"ok {run.n} - cleanup: namespaces, devices and pins gone")
-    print(f"lb_netns: {run.passed} passed, {run.failed} failed")
-    return 0 if run.failed == 0 and run.passed > 0 else 1
+        return tn.cleanup(sides, root_links)
+
+    return netnslib.main("lb_netns", steps, cleanup)
 
 
 if __name__ == "__main__":

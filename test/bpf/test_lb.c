@@ -13,34 +13,13 @@
  * the rewritten packets (sockets that see the frontend as their peer,
  * backends on another node) is test/bpf/lb_netns.py's.
  */
-#include <stdarg.h>
-#include <stddef.h>
-#include <setjmp.h>
-#include <stdint.h>
-#include <arpa/inet.h>
-#include <errno.h>
-#include <net/if.h>
-#include <sched.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <linux/pkt_cls.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
-#include <bpf/bpf.h>
-#include <bpf/libbpf.h>
-#include <cmocka.h>
 
-#include <causeway/datapath.h>
-#include <causeway/dp.h>
-
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wcast-qual"
-#include "lxc.skel.h"
-#pragma GCC diagnostic pop
+#include "bpftest.h"
 
 #define VETH "cwlbveth0"
 #define VETH_PEER "cwlbveth1"
@@ -48,8 +27,6 @@
 #define CLIENT    "10.1.0.2"  /* pod A, host veth lo */
 #define LOCAL_BE  "10.1.0.3"  /* pod B, host veth VETH: a backend on this node */
 #define REMOTE_BE "10.2.0.5"  /* backends behind another node's tunnel endpoint */
-#define NODE_IP   "192.168.77.1"
-#define REMOTE_IP "192.168.77.2"
 #define FRONTEND  "10.96.0.10"
 #define FE_PORT   80
 #define BE_PORT   8080
@@ -68,91 +45,21 @@ static struct {
 	struct cw_endpoint_info a, b;
 } t;
 
-static const uint8_t mac_a_pod[6] = { 0x0a, 0, 0, 0, 0, 0x02 };
-static const uint8_t mac_a_host[6] = { 0x02, 0, 0, 0, 0x01, 0x02 };
-static const uint8_t mac_b_pod[6] = { 0x0a, 0, 0, 0, 0, 0x03 };
-static const uint8_t mac_b_host[6] = { 0x02, 0, 0, 0, 0x01, 0x03 };
-
-static __be32 ip4(const char *s)
-{
-	struct in_addr a;
-
-	if (inet_pton(AF_INET, s, &a) != 1)
-		fail_msg("bad test address %s", s);
-	return a.s_addr;
-}
-
-static bool pin_exists(const char *name)
-{
-	char path[128];
-
-	snprintf(path, sizeof(path), "/sys/fs/bpf/%s", name);
-	return access(path, F_OK) == 0;
-}
-
 static int group_setup(void **state)
 {
 	struct cw_ipcache_info ipc = { .identity = 4242 };
 	struct cw_config cfg = { 0 };
-	struct bpf_map *map;
-	bool had_pin[16];
-	size_t n = 0;
+	struct bt_pins pins;
 
 	(void)state;
-	if (unshare(CLONE_NEWNET) < 0) {
-		fprintf(stderr, "test_lb: unshare(CLONE_NEWNET): %s\n", strerror(errno));
+	if (bt_setup("test_lb", VETH, VETH_PEER, &t.skel, &pins, &t.dp, &t.veth_ifindex))
 		return -1;
-	}
-	if (system("ip link add " VETH " type veth peer name " VETH_PEER) != 0)
-		return -1;
-	t.veth_ifindex = (int)if_nametoindex(VETH);
-	if (t.veth_ifindex <= 1)
-		return -1;
-
-	t.skel = lxc__open();
-	if (!t.skel)
-		return -1;
-	/* Neither touch the node's pins nor leave any (every map, new ones too). */
-	bpf_object__for_each_map(map, t.skel->obj) {
-		if (n == sizeof(had_pin) / sizeof(had_pin[0]))
-			return -1;
-		had_pin[n++] = pin_exists(bpf_map__name(map));
-		if (bpf_map__set_pin_path(map, NULL))
-			return -1;
-	}
-	if (lxc__load(t.skel)) {
-		fprintf(stderr, "test_lb: loading the programs failed\n");
-		return -1;
-	}
-	n = 0;
-	bpf_object__for_each_map(map, t.skel->obj) {
-		if (bpf_map__is_pinned(map) || pin_exists(bpf_map__name(map)) != had_pin[n++])
-			return -1;
-	}
-
-	t.from_fd = bpf_program__fd(t.skel->progs.from_container);
-	t.to_fd = bpf_program__fd(t.skel->progs.to_container);
+	t.from_fd = t.dp.prog_from_container;
+	t.to_fd = t.dp.prog_to_container;
 	t.flows_fd = bpf_map__fd(t.skel->maps.cw_stack_flows);
-	t.dp.prog_from_container = t.from_fd;
-	t.dp.prog_to_container = t.to_fd;
-	t.dp.prog_from_overlay = -1;
-	t.dp.map_endpoints = bpf_map__fd(t.skel->maps.cw_endpoints);
-	t.dp.map_metrics = bpf_map__fd(t.skel->maps.cw_metrics);
-	t.dp.map_ipcache = bpf_map__fd(t.skel->maps.cw_ipcache);
-	t.dp.map_tunnel = bpf_map__fd(t.skel->maps.cw_tunnel);
-	t.dp.map_config = bpf_map__fd(t.skel->maps.cw_config);
-	t.dp.map_lb4_services = bpf_map__fd(t.skel->maps.cw_lb4_services);
-	t.dp.map_lb4_backends = bpf_map__fd(t.skel->maps.cw_lb4_backends);
-	t.dp.map_lb4_revnat = bpf_map__fd(t.skel->maps.cw_lb4_revnat);
-	t.dp.map_lb4_ct = bpf_map__fd(t.skel->maps.cw_lb4_ct);
 
-	t.a = (struct cw_endpoint_info){ .ifindex = 1, .identity = CW_IDENTITY_INIT, .ep_id = 1 };
-	memcpy(t.a.pod_mac, mac_a_pod, 6);
-	memcpy(t.a.host_mac, mac_a_host, 6);
-	t.b = (struct cw_endpoint_info){ .ifindex = (__u32)t.veth_ifindex,
-					 .identity = CW_IDENTITY_INIT, .ep_id = 2 };
-	memcpy(t.b.pod_mac, mac_b_pod, 6);
-	memcpy(t.b.host_mac, mac_b_host, 6);
+	t.a = bt_endpoint(1, 1, mac_a_pod, mac_a_host);
+	t.b = bt_endpoint((__u32)t.veth_ifindex, 2, mac_b_pod, mac_b_host);
 	if (cw_ep_put(&t.dp, ip4(CLIENT), &t.a) || cw_ep_put(&t.dp, ip4(LOCAL_BE), &t.b))
 		return -1;
 
@@ -169,9 +76,7 @@ static int group_teardown(void **state)
 {
 	(void)state;
 	lxc__destroy(t.skel);
-	if (t.veth_ifindex > 1 && system("ip link del " VETH) != 0)
-		return -1;
-	return if_nametoindex(VETH) == 0 ? 0 : -1;
+	return bt_teardown(VETH, t.veth_ifindex);
 }
 
 /* --- frames ---------------------------------------------------------- */
@@ -203,24 +108,6 @@ static struct udphdr *udp_of(struct frame *f)
 	return (struct udphdr *)l4_of(f);
 }
 
-static uint32_t sum16(const void *data, size_t len, uint32_t sum)
-{
-	const uint8_t *p = data;
-
-	for (size_t i = 0; i + 1 < len; i += 2)
-		sum += (uint32_t)(p[i] << 8 | p[i + 1]);
-	if (len & 1)
-		sum += (uint32_t)p[len - 1] << 8;
-	return sum;
-}
-
-static uint16_t fold(uint32_t sum)
-{
-	while (sum >> 16)
-		sum = (sum & 0xffff) + (sum >> 16);
-	return (uint16_t)sum;
-}
-
 /* RFC 793/768 checksum over the pseudo-header and the L4 segment: a
  * segment with a correct checksum folds to 0xffff. */
 static uint16_t l4_fold(struct frame *f)
@@ -243,7 +130,7 @@ static void set_checksums(struct frame *f)
 	struct iphdr *ip = ip_of(f);
 
 	ip->check = 0;
-	ip->check = htons((uint16_t)~fold(sum16(ip, ip->ihl * 4, 0)));
+	ip->check = htons((uint16_t)~csum_fold(ip, ip->ihl * 4));
 	if (ip->protocol == IPPROTO_TCP) {
 		tcp_of(f)->check = 0;
 		tcp_of(f)->check = htons((uint16_t)~l4_fold(f));
@@ -322,18 +209,12 @@ struct run {
 
 static struct run run_mark(int prog_fd, const struct frame *in, __u32 ifindex, __u32 mark)
 {
-	struct __sk_buff ctx = { .ifindex = ifindex, .mark = mark }, ctx_out = { 0 };
 	struct run r;
-	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = in->b, .data_size_in = in->len,
-		    .data_out = r.out.b, .data_size_out = sizeof(r.out.b),
-		    .ctx_in = &ctx, .ctx_size_in = sizeof(ctx),
-		    .ctx_out = &ctx_out, .ctx_size_out = sizeof(ctx_out), .repeat = 1);
 
 	memset(&r, 0, sizeof(r));
-	r.err = bpf_prog_test_run_opts(prog_fd, &opts) ? -errno : 0;
-	r.retval = opts.retval;
-	r.out.len = opts.data_size_out;
-	r.mark = ctx_out.mark;
+	r.out.len = sizeof(r.out.b);
+	r.mark = mark;
+	r.err = bt_prog_run(prog_fd, in->b, in->len, ifindex, r.out.b, &r.out.len, &r.mark, &r.retval);
 	return r;
 }
 
@@ -374,7 +255,7 @@ static void assert_nat(struct frame *out, const struct frame *in, const char *sa
 	if (hop)
 		wip->ttl--;
 
-	if (fold(sum16(oip, oip->ihl * 4, 0)) != 0xffff)
+	if (csum_fold(oip, oip->ihl * 4) != 0xffff)
 		fail_msg("IPv4 header checksum 0x%04x is wrong", ntohs(oip->check));
 	if (oip->protocol == IPPROTO_TCP) {
 		if (l4_fold(out) != 0xffff)
@@ -407,55 +288,6 @@ static void assert_rewritten(struct frame *out, const struct frame *in, bool src
 		assert_nat(out, in, addr, port, d, ntohs(ports[1]), hop);
 	else
 		assert_nat(out, in, s, ntohs(ports[0]), addr, port, hop);
-}
-
-/* --- counters -------------------------------------------------------- */
-
-static struct cw_metrics_value counter(enum cw_reason reason, enum cw_dir dir)
-{
-	struct cw_metrics_key key = { .reason = (__u8)reason, .dir = (__u8)dir };
-	struct cw_metrics_value v = { 0 };
-	int err = cw_metrics_sum(t.dp.map_metrics, &key, &v);
-
-	if (err && err != -ENOENT)
-		fail_msg("cw_metrics_sum: %s", strerror(-err));
-	return v;
-}
-
-struct snapshot {
-	struct cw_metrics_value v[2][CW_DROP_MAX];
-};
-
-static void snap(struct snapshot *s)
-{
-	for (int d = 0; d < 2; d++)
-		for (int r = 0; r < CW_DROP_MAX; r++)
-			if (r == 0 || r >= CW_DROP_MIN)
-				s->v[d][r] = counter((enum cw_reason)r, (enum cw_dir)d);
-}
-
-/* Exactly one packet of @bytes counted, under (@reason, @dir). */
-static void assert_counted(const struct snapshot *before, int reason, enum cw_dir dir, __u64 bytes)
-{
-	struct snapshot after;
-
-	snap(&after);
-	for (int d = 0; d < 2; d++) {
-		for (int r = 0; r < CW_DROP_MAX; r++) {
-			__u64 dp = after.v[d][r].packets - before->v[d][r].packets;
-			__u64 db = after.v[d][r].bytes - before->v[d][r].bytes;
-			bool want = d == (int)dir && r == reason;
-
-			if (r != 0 && r < CW_DROP_MIN)
-				continue;
-			if (dp != (want ? 1u : 0u) || (want && db != bytes))
-				fail_msg("reason %d (\"%s\") dir %d: +%llu packets, +%llu bytes; expected "
-					 "one packet of %llu bytes under \"%s\" dir %d", r,
-					 cw_reason_name((unsigned int)r), d, (unsigned long long)dp,
-					 (unsigned long long)db, (unsigned long long)bytes,
-					 cw_reason_name((unsigned int)reason), dir);
-		}
-	}
 }
 
 /* --- services -------------------------------------------------------- */
@@ -599,7 +431,7 @@ static void test_dnat_local_backend(void **state)
 
 	(void)state;
 	service1(IPPROTO_TCP, LOCAL_BE);
-	snap(&before);
+	snap(&t.dp, &before);
 	now = cw_lb4_ct_clock();
 	r = egress(&in);
 	assert_int_equal(r.err, 0);
@@ -632,7 +464,7 @@ static void test_dnat_remote_backend(void **state)
 
 	(void)state;
 	service1(IPPROTO_TCP, REMOTE_BE);
-	snap(&before);
+	snap(&t.dp, &before);
 	r = egress(&in);
 	assert_int_equal(r.err, 0);
 	assert_int_equal(r.retval, TC_ACT_REDIRECT); /* to the "VXLAN device" */
@@ -765,7 +597,7 @@ static void test_no_backend_drops(void **state)
 	for (int proto = 0; proto < 2; proto++) {
 		in = proto ? udp(CLIENT, 42000, FRONTEND, FE_PORT)
 			   : tcp(CLIENT, 42000, FRONTEND, FE_PORT, TCP_SYN);
-		snap(&before);
+		snap(&t.dp, &before);
 		r = egress(&in);
 		assert_int_equal(r.err, 0);
 		assert_int_equal(r.retval, TC_ACT_SHOT);
@@ -780,7 +612,7 @@ static void test_no_backend_drops(void **state)
 
 		assert_int_equal(cw_lb4_service_put(&t.dp, &k, &svc), 0);
 		in = tcp(CLIENT, 42001, FRONTEND, FE_PORT, TCP_SYN);
-		snap(&before);
+		snap(&t.dp, &before);
 		r = egress(&in);
 		assert_int_equal(r.retval, TC_ACT_SHOT);
 		assert_counted(&before, CW_DROP_NO_SERVICE_BACKEND, CW_DIR_EGRESS, in.len);
@@ -835,7 +667,7 @@ static void test_spoofed_source_not_balanced(void **state)
 
 	(void)state;
 	service1(IPPROTO_TCP, REMOTE_BE);
-	snap(&before);
+	snap(&t.dp, &before);
 	r = egress(&in);
 	assert_int_equal(r.retval, TC_ACT_SHOT);
 	assert_counted(&before, CW_DROP_INVALID_SOURCE, CW_DIR_EGRESS, in.len);
@@ -854,7 +686,7 @@ static void test_fragments(void **state)
 	in = udp(CLIENT, 45000, FRONTEND, FE_PORT);
 	ip_of(&in)->frag_off = htons(0x2000); /* MF, offset 0 */
 	set_checksums(&in);
-	snap(&before);
+	snap(&t.dp, &before);
 	r = egress(&in);
 	assert_int_equal(r.retval, TC_ACT_SHOT);
 	assert_counted(&before, CW_DROP_FRAG_UNSUPPORTED, CW_DIR_EGRESS, in.len);
@@ -880,7 +712,7 @@ static void test_truncated_service_packet(void **state)
 	/* ports and flags there, the checksum not: the L4 rewrite fails */
 	for (__u32 cut = 4; cut <= 16; cut += 12) {
 		in.len = ETH_HLEN + 20 + cut;
-		snap(&before);
+		snap(&t.dp, &before);
 		r = egress(&in);
 		assert_int_equal(r.err, 0);
 		assert_int_equal(r.retval, TC_ACT_SHOT);
@@ -1047,7 +879,7 @@ static void test_reverse_nat(void **state)
 		in = tcp(LOCAL_BE, BE_PORT, CLIENT, 50000, TCP_SYN | TCP_ACK);
 		tcp_of(&in)->seq = htonl(seq * 0x01010101u);
 		set_checksums(&in);
-		snap(&before);
+		snap(&t.dp, &before);
 		r = ingress(&in, false);
 		assert_int_equal(r.err, 0);
 		assert_int_equal(r.retval, TC_ACT_OK);
@@ -1187,7 +1019,7 @@ static void test_hairpin(void **state)
 
 	/* the pod answers itself through its gateway */
 	in = tcp(CLIENT, BE_PORT, "169.254.42.1", 54000, TCP_SYN | TCP_ACK);
-	snap(&before);
+	snap(&t.dp, &before);
 	r = egress(&in);
 	assert_int_equal(r.retval, TC_ACT_REDIRECT);
 	assert_nat(&r.out, &in, FRONTEND, FE_PORT, CLIENT, 54000, true);

@@ -13,33 +13,15 @@
  * from_overlay does past bpf_skb_get_tunnel_key is tested on real devices by
  * test/bpf/tunnel_netns.py.
  */
-#include <stdarg.h>
-#include <stddef.h>
-#include <setjmp.h>
-#include <stdint.h>
-#include <arpa/inet.h>
-#include <errno.h>
-#include <net/if.h>
-#include <sched.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <linux/pkt_cls.h>
 #include <linux/tcp.h>
-#include <bpf/bpf.h>
-#include <bpf/libbpf.h>
-#include <cmocka.h>
 
-#include <causeway/datapath.h>
-#include <causeway/dp.h>
+#include "bpftest.h"
 
-/* bpftool's generated loader casts away const. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wcast-qual"
-#include "lxc.skel.h"
 #include "overlay.skel.h"
 #pragma GCC diagnostic pop
 
@@ -68,72 +50,15 @@ static struct {
 	struct pod a, b;
 } t;
 
-static const uint8_t mac_a_pod[6] = { 0x0a, 0, 0, 0, 0, 0x02 };
-static const uint8_t mac_a_host[6] = { 0x02, 0, 0, 0, 0x01, 0x02 };
-static const uint8_t mac_b_pod[6] = { 0x0a, 0, 0, 0, 0, 0x03 };
-static const uint8_t mac_b_host[6] = { 0x02, 0, 0, 0, 0x01, 0x03 };
-
-static bool pin_exists(const char *name)
-{
-	char path[128];
-
-	snprintf(path, sizeof(path), "/sys/fs/bpf/%s", name);
-	return access(path, F_OK) == 0;
-}
-
-static __be32 ip4(const char *s)
-{
-	struct in_addr a;
-
-	if (inet_pton(AF_INET, s, &a) != 1)
-		fail_msg("bad test address %s", s);
-	return a.s_addr;
-}
-
 static int group_setup(void **state)
 {
 	struct cw_endpoint_info got;
+	struct bt_pins pins;
 	struct bpf_map *map;
-	bool had_pin[16];
-	size_t n = 0;
 
 	(void)state;
-	if (unshare(CLONE_NEWNET) < 0) {
-		fprintf(stderr, "test_lxc: unshare(CLONE_NEWNET): %s\n", strerror(errno));
+	if (bt_setup("test_lxc", VETH, VETH_PEER, &t.skel, &pins, &t.dp, &t.veth_ifindex))
 		return -1;
-	}
-	if (system("ip link add " VETH " type veth peer name " VETH_PEER) != 0)
-		return -1;
-	t.veth_ifindex = (int)if_nametoindex(VETH);
-	if (t.veth_ifindex <= 1)
-		return -1;
-
-	t.skel = lxc__open();
-	if (!t.skel)
-		return -1;
-	/*
-	 * The object pins its maps by name (under /sys/fs/bpf when no root is
-	 * given); a test must neither touch the node's pins nor leave any.
-	 * Every map, so one added later is covered too.
-	 */
-	bpf_object__for_each_map(map, t.skel->obj) {
-		if (n == sizeof(had_pin) / sizeof(had_pin[0]))
-			return -1;
-		had_pin[n++] = pin_exists(bpf_map__name(map));
-		if (bpf_map__set_pin_path(map, NULL) || bpf_map__pin_path(map))
-			return -1;
-	}
-	if (lxc__load(t.skel)) {
-		fprintf(stderr, "test_lxc: loading the programs failed\n");
-		return -1;
-	}
-	n = 0;
-	bpf_object__for_each_map(map, t.skel->obj) {
-		if (bpf_map__is_pinned(map) || pin_exists(bpf_map__name(map)) != had_pin[n++]) {
-			fprintf(stderr, "test_lxc: loading pinned %s\n", bpf_map__name(map));
-			return -1;
-		}
-	}
 
 	/* from_overlay shares lxc's maps, as the pins make it share them on a node */
 	t.overlay = overlay__open();
@@ -150,41 +75,20 @@ static int group_setup(void **state)
 		fprintf(stderr, "test_lxc: loading from_overlay failed\n");
 		return -1;
 	}
-	n = 0;
-	bpf_object__for_each_map(map, t.skel->obj) {
-		if (pin_exists(bpf_map__name(map)) != had_pin[n++]) {
-			fprintf(stderr, "test_lxc: loading from_overlay pinned %s\n", bpf_map__name(map));
-			return -1;
-		}
-	}
+	if (bt_check_pins("test_lxc", "loading from_overlay", t.skel->obj, &pins))
+		return -1;
 
-	t.from_fd = bpf_program__fd(t.skel->progs.from_container);
-	t.to_fd = bpf_program__fd(t.skel->progs.to_container);
+	t.from_fd = t.dp.prog_from_container;
+	t.to_fd = t.dp.prog_to_container;
 	t.overlay_fd = bpf_program__fd(t.overlay->progs.from_overlay);
-	t.dp.prog_from_container = t.from_fd;
-	t.dp.prog_to_container = t.to_fd;
 	t.dp.prog_from_overlay = t.overlay_fd;
-	t.dp.map_endpoints = bpf_map__fd(t.skel->maps.cw_endpoints);
-	t.dp.map_metrics = bpf_map__fd(t.skel->maps.cw_metrics);
-	t.dp.map_ipcache = bpf_map__fd(t.skel->maps.cw_ipcache);
-	t.dp.map_tunnel = bpf_map__fd(t.skel->maps.cw_tunnel);
-	t.dp.map_config = bpf_map__fd(t.skel->maps.cw_config);
-	t.dp.map_lb4_services = bpf_map__fd(t.skel->maps.cw_lb4_services);
-	t.dp.map_lb4_backends = bpf_map__fd(t.skel->maps.cw_lb4_backends);
-	t.dp.map_lb4_revnat = bpf_map__fd(t.skel->maps.cw_lb4_revnat);
-	t.dp.map_lb4_ct = bpf_map__fd(t.skel->maps.cw_lb4_ct);
 	t.flows_fd = bpf_map__fd(t.skel->maps.cw_stack_flows);
 
 	/* pod A's host veth is lo (ifindex 1), pod B's the test veth */
 	t.a.ip = "10.1.0.2";
-	t.a.info = (struct cw_endpoint_info){ .ifindex = 1, .identity = CW_IDENTITY_INIT, .ep_id = 1 };
-	memcpy(t.a.info.pod_mac, mac_a_pod, 6);
-	memcpy(t.a.info.host_mac, mac_a_host, 6);
+	t.a.info = bt_endpoint(1, 1, mac_a_pod, mac_a_host);
 	t.b.ip = "10.1.0.3";
-	t.b.info = (struct cw_endpoint_info){ .ifindex = (__u32)t.veth_ifindex, .identity = CW_IDENTITY_INIT,
-					      .ep_id = (__u16)t.veth_ifindex };
-	memcpy(t.b.info.pod_mac, mac_b_pod, 6);
-	memcpy(t.b.info.host_mac, mac_b_host, 6);
+	t.b.info = bt_endpoint((__u32)t.veth_ifindex, (__u16)t.veth_ifindex, mac_b_pod, mac_b_host);
 	if (cw_ep_put(&t.dp, ip4(t.a.ip), &t.a.info) || cw_ep_put(&t.dp, ip4(t.b.ip), &t.b.info))
 		return -1;
 	/* read back through lib/dp.c as the CLI would */
@@ -198,25 +102,7 @@ static int group_teardown(void **state)
 	(void)state;
 	overlay__destroy(t.overlay);
 	lxc__destroy(t.skel);
-	/* the namespace goes with the process; delete the pair anyway */
-	if (t.veth_ifindex > 1 && system("ip link del " VETH) != 0)
-		return -1;
-	return if_nametoindex(VETH) == 0 ? 0 : -1;
-}
-
-/* RFC 1071 sum over @len bytes; 0xffff over a header with a valid checksum. */
-static uint16_t csum_fold(const void *data, size_t len)
-{
-	const uint8_t *p = data;
-	uint32_t sum = 0;
-
-	for (size_t i = 0; i + 1 < len; i += 2)
-		sum += (uint32_t)(p[i] << 8 | p[i + 1]);
-	if (len & 1)
-		sum += (uint32_t)p[len - 1] << 8;
-	while (sum >> 16)
-		sum = (sum & 0xffff) + (sum >> 16);
-	return (uint16_t)sum;
+	return bt_teardown(VETH, t.veth_ifindex);
 }
 
 static void build(struct pkt *p, const uint8_t *src_mac, const uint8_t *dst_mac, const char *src,
@@ -256,80 +142,15 @@ struct run {
 
 static struct run run_mark(int prog_fd, const void *data, __u32 len, __u32 ifindex, __u32 mark)
 {
-	struct __sk_buff ctx = { .ifindex = ifindex, .mark = mark }, ctx_out = { 0 };
-	struct run r = { 0 };
-	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = data, .data_size_in = len,
-		    .data_out = r.out, .data_size_out = sizeof(r.out),
-		    .ctx_in = &ctx, .ctx_size_in = sizeof(ctx),
-		    .ctx_out = &ctx_out, .ctx_size_out = sizeof(ctx_out), .repeat = 1);
+	struct run r = { .out_len = sizeof(r.out), .mark = mark };
 
-	r.err = bpf_prog_test_run_opts(prog_fd, &opts) ? -errno : 0;
-	r.retval = opts.retval;
-	r.out_len = opts.data_size_out;
-	r.mark = ctx_out.mark;
+	r.err = bt_prog_run(prog_fd, data, len, ifindex, r.out, &r.out_len, &r.mark, &r.retval);
 	return r;
 }
 
 static struct run run_prog(int prog_fd, const void *data, __u32 len, __u32 ifindex)
 {
 	return run_mark(prog_fd, data, len, ifindex, 0);
-}
-
-static struct cw_metrics_value counter(enum cw_reason reason, enum cw_dir dir)
-{
-	struct cw_metrics_key key = { .reason = (__u8)reason, .dir = (__u8)dir };
-	struct cw_metrics_value v = { 0 };
-	int err = cw_metrics_sum(t.dp.map_metrics, &key, &v);
-
-	if (err && err != -ENOENT)
-		fail_msg("cw_metrics_sum: %s", strerror(-err));
-	return v;
-}
-
-/* All counters, so a test can assert that exactly one of them moved. */
-struct snapshot {
-	struct cw_metrics_value v[2][CW_DROP_MAX];
-};
-
-static void snap(struct snapshot *s)
-{
-	for (int d = 0; d < 2; d++) {
-		s->v[d][CW_REASON_FORWARDED] = counter(CW_REASON_FORWARDED, (enum cw_dir)d);
-		for (int r = CW_DROP_MIN; r < CW_DROP_MAX; r++)
-			s->v[d][r] = counter((enum cw_reason)r, (enum cw_dir)d);
-	}
-}
-
-/* Exactly one packet of @bytes counted under (@reason, @dir); @reason -1: none at all. */
-static void assert_counted(const struct snapshot *before, int reason, enum cw_dir dir, __u64 bytes)
-{
-	struct snapshot after;
-	char moved[512] = "";
-	size_t off = 0;
-	bool ok = true;
-
-	snap(&after);
-	for (int d = 0; d < 2; d++) {
-		for (int r = 0; r < CW_DROP_MAX; r++) {
-			__u64 dp = after.v[d][r].packets - before->v[d][r].packets;
-			__u64 db = after.v[d][r].bytes - before->v[d][r].bytes;
-			bool want = d == (int)dir && r == reason;
-
-			if (r != 0 && r < CW_DROP_MIN)
-				continue;
-			if (dp && off < sizeof(moved))
-				off += (size_t)snprintf(moved + off, sizeof(moved) - off,
-							" [%s, dir %d: +%llu packets, +%llu bytes]",
-							cw_reason_name((unsigned int)r), d,
-							(unsigned long long)dp, (unsigned long long)db);
-			if (dp != (want ? 1u : 0u) || (want && db != bytes))
-				ok = false;
-		}
-	}
-	if (!ok)
-		fail_msg("expected one packet of %llu bytes under reason %d (\"%s\") dir %d; moved:%s",
-			 (unsigned long long)bytes, reason, reason < 0 ? "none" : cw_reason_name((unsigned int)reason),
-			 dir, moved[0] ? moved : " nothing");
 }
 
 static void test_redirect_to_local_pod(void **state)
@@ -340,7 +161,7 @@ static void test_redirect_to_local_pod(void **state)
 
 	(void)state;
 	build(&in, mac_a_pod, mac_a_host, t.a.ip, t.b.ip, 64);
-	snap(&before);
+	snap(&t.dp, &before);
 	r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
 	assert_int_equal(r.err, 0);
 	assert_int_equal(r.retval, TC_ACT_REDIRECT);
@@ -373,7 +194,7 @@ static void test_redirect_from_second_device(void **state)
 
 	(void)state;
 	build(&in, mac_b_pod, mac_b_host, t.b.ip, t.a.ip, 2);
-	snap(&before);
+	snap(&t.dp, &before);
 	r = run_prog(t.from_fd, &in, sizeof(in), t.b.info.ifindex);
 	assert_int_equal(r.err, 0);
 	assert_int_equal(r.retval, TC_ACT_REDIRECT);
@@ -418,7 +239,7 @@ static void test_non_local_passes_unchanged(void **state)
 
 	(void)state;
 	build(&in, mac_a_pod, mac_a_host, t.a.ip, "8.8.8.8", 64);
-	snap(&before);
+	snap(&t.dp, &before);
 	r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
 	assert_int_equal(r.err, 0);
 	assert_int_equal(r.retval, TC_ACT_OK);
@@ -442,7 +263,7 @@ static void test_spoofed_source(void **state)
 	(void)state;
 	/* an address no endpoint has */
 	build(&in, mac_a_pod, mac_a_host, "10.1.0.99", t.b.ip, 64);
-	snap(&before);
+	snap(&t.dp, &before);
 	r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
 	assert_int_equal(r.err, 0);
 	assert_int_equal(r.retval, TC_ACT_SHOT);
@@ -450,14 +271,14 @@ static void test_spoofed_source(void **state)
 
 	/* another pod's address, sent from A's interface */
 	build(&in, mac_a_pod, mac_a_host, t.b.ip, "8.8.8.8", 64);
-	snap(&before);
+	snap(&t.dp, &before);
 	r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
 	assert_int_equal(r.retval, TC_ACT_SHOT);
 	assert_counted(&before, CW_DROP_INVALID_SOURCE, CW_DIR_EGRESS, sizeof(in));
 
 	/* A's address sent from B's interface */
 	build(&in, mac_b_pod, mac_b_host, t.a.ip, "8.8.8.8", 64);
-	snap(&before);
+	snap(&t.dp, &before);
 	r = run_prog(t.from_fd, &in, sizeof(in), t.b.info.ifindex);
 	assert_int_equal(r.retval, TC_ACT_SHOT);
 	assert_counted(&before, CW_DROP_INVALID_SOURCE, CW_DIR_EGRESS, sizeof(in));
@@ -472,7 +293,7 @@ static void test_unspecified_source(void **state)
 
 	(void)state;
 	build(&in, mac_a_pod, mac_a_host, "0.0.0.0", "255.255.255.255", 64);
-	snap(&before);
+	snap(&t.dp, &before);
 	r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
 	assert_int_equal(r.retval, TC_ACT_OK);
 	assert_memory_equal(r.out, &in, sizeof(in));
@@ -494,7 +315,7 @@ static void truncated_ipv4(int prog_fd, __u32 ifindex, __u32 len, enum cw_dir di
 	struct run r;
 
 	build(&in, mac_a_pod, mac_a_host, t.a.ip, t.b.ip, 64);
-	snap(&before);
+	snap(&t.dp, &before);
 	r = run_prog(prog_fd, &in, len, ifindex);
 	if (r.err == -EINVAL && len < ETH_HLEN + sizeof(struct iphdr)) {
 		/* nothing ran, so nothing may be counted */
@@ -550,14 +371,14 @@ static void test_malformed_ipv4(void **state)
 	(void)state;
 	build(&in, mac_a_pod, mac_a_host, t.a.ip, t.b.ip, 64);
 	in.ip.version = 6;
-	snap(&before);
+	snap(&t.dp, &before);
 	r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
 	assert_int_equal(r.retval, TC_ACT_SHOT);
 	assert_counted(&before, CW_DROP_INVALID_PACKET, CW_DIR_EGRESS, sizeof(in));
 
 	build(&in, mac_a_pod, mac_a_host, t.a.ip, t.b.ip, 64);
 	in.ip.ihl = 4;
-	snap(&before);
+	snap(&t.dp, &before);
 	r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
 	assert_int_equal(r.retval, TC_ACT_SHOT);
 	assert_counted(&before, CW_DROP_INVALID_PACKET, CW_DIR_EGRESS, sizeof(in));
@@ -574,7 +395,7 @@ static void test_unknown_ethertype(void **state)
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
 		build(&in, mac_a_pod, mac_a_host, t.a.ip, t.b.ip, 64);
 		in.eth.h_proto = htons(types[i]);
-		snap(&before);
+		snap(&t.dp, &before);
 		r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
 		assert_int_equal(r.err, 0);
 		if (r.retval != TC_ACT_SHOT)
@@ -600,7 +421,7 @@ static void test_arp_and_ipv6_pass(void **state)
 	memcpy(frame + ETH_HLEN + 8, mac_a_pod, 6);
 	memcpy(frame + ETH_HLEN + 14, "\x0a\x01\x00\x02", 4);
 	memcpy(frame + ETH_HLEN + 24, "\x0a\x01\x00\x01", 4);
-	snap(&before);
+	snap(&t.dp, &before);
 	r = run_prog(t.from_fd, frame, ETH_HLEN + 28, t.a.info.ifindex);
 	assert_int_equal(r.err, 0);
 	assert_int_equal(r.retval, TC_ACT_OK);
@@ -611,7 +432,7 @@ static void test_arp_and_ipv6_pass(void **state)
 	eth->h_proto = htons(ETH_P_IPV6);
 	memset(frame + ETH_HLEN, 0, 40);
 	frame[ETH_HLEN] = 0x60;
-	snap(&before);
+	snap(&t.dp, &before);
 	r = run_prog(t.from_fd, frame, sizeof(frame), t.a.info.ifindex);
 	assert_int_equal(r.retval, TC_ACT_OK);
 	assert_counted(&before, CW_REASON_FORWARDED, CW_DIR_EGRESS, sizeof(frame));
@@ -626,7 +447,7 @@ static void test_ttl_exceeded(void **state)
 	(void)state;
 	for (int ttl = 0; ttl <= 1; ttl++) {
 		build(&in, mac_a_pod, mac_a_host, t.a.ip, t.b.ip, (uint8_t)ttl);
-		snap(&before);
+		snap(&t.dp, &before);
 		r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
 		assert_int_equal(r.err, 0);
 		assert_int_equal(r.retval, TC_ACT_SHOT);
@@ -666,7 +487,7 @@ static void test_to_container(void **state)
 	(void)state;
 	/* anything IPv4 towards the pod passes, untouched */
 	build(&in, mac_b_host, mac_b_pod, "192.0.2.1", t.b.ip, 60);
-	snap(&before);
+	snap(&t.dp, &before);
 	r = run_prog(t.to_fd, &in, sizeof(in), t.b.info.ifindex);
 	assert_int_equal(r.err, 0);
 	assert_int_equal(r.retval, TC_ACT_OK);
@@ -677,7 +498,7 @@ static void test_to_container(void **state)
 
 	/* bad version */
 	in.ip.version = 5;
-	snap(&before);
+	snap(&t.dp, &before);
 	r = run_prog(t.to_fd, &in, sizeof(in), t.b.info.ifindex);
 	assert_int_equal(r.retval, TC_ACT_SHOT);
 	assert_counted(&before, CW_DROP_INVALID_PACKET, CW_DIR_INGRESS, sizeof(in));
@@ -687,7 +508,7 @@ static void test_to_container(void **state)
 	memcpy(arp + 6, mac_b_host, 6);
 	arp[12] = 0x08;
 	arp[13] = 0x06;
-	snap(&before);
+	snap(&t.dp, &before);
 	r = run_prog(t.to_fd, arp, sizeof(arp), t.b.info.ifindex);
 	assert_int_equal(r.retval, TC_ACT_OK);
 	assert_counted(&before, CW_REASON_FORWARDED, CW_DIR_INGRESS, sizeof(arp));
@@ -771,7 +592,7 @@ static void test_to_container_redirected(void **state)
 	(void)state;
 	flows_clear();
 	build(&in, mac_a_host, mac_a_pod, t.b.ip, t.a.ip, 63);
-	snap(&before);
+	snap(&t.dp, &before);
 	r = run_mark(t.to_fd, &in, sizeof(in), t.a.info.ifindex, CW_MARK_REDIRECTED | 0x8000);
 	assert_int_equal(r.err, 0);
 	assert_int_equal(r.retval, TC_ACT_OK);
@@ -804,7 +625,7 @@ static void test_stack_flow_reply_goes_to_stack(void **state)
 	/* A's reply on that flow: to the stack, untouched and unmarked */
 	build(&in, mac_a_pod, mac_a_host, t.a.ip, t.b.ip, 64);
 	set_ports(&in, 8080, 40000);
-	snap(&before);
+	snap(&t.dp, &before);
 	r = run_mark(t.from_fd, &in, sizeof(in), t.a.info.ifindex, 0);
 	assert_int_equal(r.err, 0);
 	assert_int_equal(r.retval, TC_ACT_OK);
@@ -866,9 +687,6 @@ static void test_stack_flow_only_local_sources(void **state)
 }
 
 /* --- cross-node: ipcache, tunnel map, config --- */
-
-#define NODE_IP   "192.168.77.1"
-#define REMOTE_IP "192.168.77.2"
 
 static void ipcache_put(const char *ip, __u8 plen, __u32 identity, const char *tunnel_ip)
 {
@@ -938,7 +756,7 @@ static void test_tunnel_without_device(void **state)
 	config_set(0);
 	ipcache_put("10.2.0.5", 32, 4242, REMOTE_IP);
 	build(&in, mac_a_pod, mac_a_host, t.a.ip, "10.2.0.5", 64);
-	snap(&before);
+	snap(&t.dp, &before);
 	r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
 	assert_int_equal(r.err, 0);
 	assert_int_equal(r.retval, TC_ACT_SHOT);
@@ -947,7 +765,7 @@ static void test_tunnel_without_device(void **state)
 	/* the same through the tunnel map alone */
 	assert_int_equal(cw_ipcache_delete(&t.dp, ip4("10.2.0.5"), 32), 0);
 	tunnel_put("10.2.0.0", 24, REMOTE_IP);
-	snap(&before);
+	snap(&t.dp, &before);
 	r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
 	assert_int_equal(r.retval, TC_ACT_SHOT);
 	assert_counted(&before, CW_DROP_NO_TUNNEL_DEV, CW_DIR_EGRESS, sizeof(in));
@@ -967,7 +785,7 @@ static void test_native_goes_to_stack(void **state)
 	tunnel_put("10.2.0.0", 24, REMOTE_IP); /* another CIDR's route */
 	for (int ttl = 64; ttl >= 1; ttl -= 63) {
 		build(&in, mac_a_pod, mac_a_host, t.a.ip, "10.3.0.5", (uint8_t)ttl);
-		snap(&before);
+		snap(&t.dp, &before);
 		r = run_mark(t.from_fd, &in, sizeof(in), t.a.info.ifindex, 0x4001);
 		assert_int_equal(r.err, 0);
 		assert_int_equal(r.retval, TC_ACT_OK);
@@ -991,7 +809,7 @@ static void test_tunnel_redirect(void **state)
 	ipcache_put("10.2.0.5", 32, 4242, REMOTE_IP);
 	for (int ttl = 2; ttl <= 255; ttl += 31) {
 		build(&in, mac_a_pod, mac_a_host, t.a.ip, "10.2.0.5", (uint8_t)ttl);
-		snap(&before);
+		snap(&t.dp, &before);
 		r = run_mark(t.from_fd, &in, sizeof(in), t.a.info.ifindex, 0x4001);
 		assert_int_equal(r.err, 0);
 		assert_int_equal(r.retval, TC_ACT_REDIRECT);
@@ -1008,7 +826,7 @@ static void test_tunnel_redirect(void **state)
 	/* the node is a hop: a TTL that would reach zero is dropped here */
 	for (int ttl = 0; ttl <= 1; ttl++) {
 		build(&in, mac_a_pod, mac_a_host, t.a.ip, "10.2.0.5", (uint8_t)ttl);
-		snap(&before);
+		snap(&t.dp, &before);
 		r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
 		assert_int_equal(r.retval, TC_ACT_SHOT);
 		assert_counted(&before, CW_DROP_TTL_EXCEEDED, CW_DIR_EGRESS, sizeof(in));
@@ -1022,7 +840,7 @@ static void test_tunnel_redirect(void **state)
 
 	/* a spoofed source is still refused before any tunnel decision */
 	build(&in, mac_a_pod, mac_a_host, "10.1.0.99", "10.2.0.5", 64);
-	snap(&before);
+	snap(&t.dp, &before);
 	r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
 	assert_int_equal(r.retval, TC_ACT_SHOT);
 	assert_counted(&before, CW_DROP_INVALID_SOURCE, CW_DIR_EGRESS, sizeof(in));
@@ -1107,7 +925,7 @@ static void test_overlay_needs_tunnel_key(void **state)
 
 	(void)state;
 	build(&in, mac_a_host, mac_a_pod, "10.2.0.5", t.a.ip, 63);
-	snap(&before);
+	snap(&t.dp, &before);
 	r = run_prog(t.overlay_fd, &in, sizeof(in), t.veth_ifindex);
 	assert_int_equal(r.err, 0);
 	assert_int_equal(r.retval, TC_ACT_SHOT);

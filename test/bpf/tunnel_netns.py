@@ -28,19 +28,16 @@ import hashlib
 import ipaddress
 import json
 import os
-import signal
 import socket
 import struct
 import sys
 import threading
 import time
-import traceback
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
-
-import cwlib  # noqa: E402
-from cwlib import Node, in_netns, sh  # noqa: E402
+import netnslib  # puts test/node, cwlib's, on the path
+import cwlib
+from cwlib import Node, in_netns, sh
+from netnslib import check
 
 # From include/causeway/datapath.h.
 VXLAN_DEV = "cw_vxlan"
@@ -65,19 +62,6 @@ BLACKHOLE = "192.168.77.99"  # on the underlay subnet, held by nobody
 NODE_SERVICE_IP = "198.51.100.2"  # TEST-NET-2, on node b's lo: "the node itself"
 POD_MTU = 1500 - VXLAN_OVERHEAD
 ETH_P_ALL = 0x0003
-
-
-class Failed(Exception):
-    pass
-
-
-class Interrupted(BaseException):
-    """SIGTERM or ^C: stop the checks, still clean up."""
-
-
-def check(cond, msg):
-    if not cond:
-        raise Failed(msg)
 
 
 # --- map bytes (datapath.h layouts, little-endian host) ----------------------
@@ -302,34 +286,11 @@ def parse_vxlan(f):
 
 # --- the test ----------------------------------------------------------------
 
-class Run:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-        self.n = 0
-        self.interrupted = False
-
-    def step(self, desc, fn, *args):
-        self.n += 1
-        try:
-            fn(*args)
-        except (Interrupted, KeyboardInterrupt):
-            self.failed += 1
-            self.interrupted = True
-            print(f"not ok {self.n} - {desc}: interrupted", flush=True)
-            raise
-        except Failed as e:
-            self.failed += 1
-            print(f"not ok {self.n} - {desc}: {e}", flush=True)
-            return False
-        except Exception as e:  # a broken step is a failed step, and the rest still runs
-            self.failed += 1
-            print(f"not ok {self.n} - {desc}: {type(e).__name__}: {e}", flush=True)
-            traceback.print_exc()
-            return False
-        self.passed += 1
-        print(f"ok {self.n} - {desc}", flush=True)
-        return True
+def make_sides(sides):
+    """The two nodes, each appended to `sides` as soon as it exists."""
+    sides.append(Side("a", "192.168.77.1", "10.240.1.0/24", 70001))
+    sides.append(Side("b", "192.168.77.2", "10.240.2.0/24", 70002))
+    return sides
 
 
 def setup(a, b):
@@ -492,17 +453,23 @@ def check_overlay_to_host_stack(a, b):
     check(got[0] == b"to-the-node" and got[1][0] == a.pod.ip, f"received {got}")
 
 
-def check_native_routing(a, b):
-    """No tunnel entries, routes over the underlay: the host stack carries it."""
+def go_native(a, b):
+    """Every ipcache and tunnel entry gone; each node routes the other's
+    PodCIDR over the underlay."""
     for s in (a, b):
         for k in s.map_keys(MAP_IPCACHE):
             s.map_delete(MAP_IPCACHE, k)
         for k in s.map_keys(MAP_TUNNEL):
             s.map_delete(MAP_TUNNEL, k)
-    # b knows a's pod natively (an ipcache entry without tunnel_ip)
-    ipcache_peer(b, a, tunnel=False)
     sh(["ip", "-n", a.ns, "route", "add", b.pod_cidr, "via", b.underlay_ip])
     sh(["ip", "-n", b.ns, "route", "add", a.pod_cidr, "via", a.underlay_ip])
+
+
+def check_native_routing(a, b):
+    """No tunnel entries, routes over the underlay: the host stack carries it."""
+    go_native(a, b)
+    # b knows a's pod natively (an ipcache entry without tunnel_ip)
+    ipcache_peer(b, a, tunnel=False)
     rx = (a.vxlan_stats()[0], b.vxlan_stats()[0])
     check(ping(a, b.pod.ip), "natively routed ping failed")
     tcp_stream(a.pod.path, b.pod.path, b.pod.ip, port=7002)
@@ -529,73 +496,33 @@ def cleanup(sides, root_links_before):
     return problems
 
 
-def main():
-    if os.geteuid() != 0:
-        print("tunnel_netns: skipped, needs root (namespaces, BPF, bpffs)", file=sys.stderr)
-        return 77
-    for p in (cwlib.PLUGIN, cwlib.RUNNER):
-        if not p.is_file():
-            print(f"tunnel_netns: {p} not built (run make)", file=sys.stderr)
-            return 1
-    if not os.path.ismount(cwlib.BPFFS):
-        sh(["mount", "-t", "bpf", "bpf", cwlib.BPFFS])
-    # SIGTERM (a test runner's timeout) must still clean up.
-    def on_term(*_):
-        raise Interrupted()
-    signal.signal(signal.SIGTERM, on_term)
-
-    run = Run()
-    root_links = Node.links_in_root()
-    sides = []
-    try:
-        a = Side("a", "192.168.77.1", "10.240.1.0/24", 70001)
-        sides.append(a)
-        b = Side("b", "192.168.77.2", "10.240.2.0/24", 70002)
-        sides.append(b)
-        if run.step("two nodes, underlay veth, VXLAN devices, a pod on each (real plugin), "
-                    "from_overlay attached, maps written", setup, a, b):
-            ipcache_peer(a, b)
-            ipcache_peer(b, a)
-            run.step("ping and a 512 KiB TCP stream pod a -> pod b over VXLAN; "
-                     "VXLAN rx counters move on both nodes", check_tunnel_ping_and_tcp, a, b)
-            run.step(f"underlay carries UDP {VXLAN_PORT}: VNI = sender's identity, node IPs "
-                     "outside, outer TTL 64, zero UDP checksum, inner TTL one hop down",
-                     check_wire, a, b)
-            run.step("no drops counted on either node", check_no_drops, a, b)
-            run.step("ipcache /32 wins over a tunnel /24 pointing elsewhere",
-                     check_ipcache_over_tunnel_map, a, b)
-            run.step("ipcache entry removed: the tunnel /24 decides (traffic to the bad node stops)",
-                     check_ipcache_removed_falls_to_tunnel_map, a, b)
-            run.step("tunnel map /24 to the right node alone carries ping and TCP",
-                     check_tunnel_map_route, a, b)
-            run.step("ipcache and tunnel entries removed: traffic stops, nothing reaches b's VXLAN",
-                     check_removed_stops, a, b)
-            run.step("vxlan_ifindex 0: dropped as NO_TUNNEL_DEV and counted; resumes with the device",
-                     check_no_device_drop, a, b)
-            run.step("overlay packet for a non-endpoint address reaches the node's stack "
-                     "(PACKET_HOST)", check_overlay_to_host_stack, a, b)
-            run.step("native routing: no tunnel entries, underlay routes; ping and TCP cross "
-                     "without VXLAN", check_native_routing, a, b)
-    except (Interrupted, KeyboardInterrupt):
-        print("tunnel_netns: interrupted, cleaning up", file=sys.stderr)
-        if not run.interrupted:
-            run.failed += 1
-    except Exception as e:  # setup outside a step (Node creation) failed
-        print(f"tunnel_netns: {type(e).__name__}: {e}", file=sys.stderr)
-        traceback.print_exc()
-        run.failed += 1
-    finally:
-        problems = cleanup(sides, root_links)
-        run.n += 1
-        if problems:
-            run.failed += 1
-            print(f"not ok {run.n} - cleanup: {problems}")
-        else:
-            run.passed += 1
-            print(f"ok {run.n} - cleanup: namespaces, devices and pins gone")
-    print(f"tunnel_netns: {run.passed} passed, {run.failed} failed")
-    return 0 if run.failed == 0 and run.passed > 0 else 1
+def steps(run, sides):
+    a, b = make_sides(sides)
+    if run.step("two nodes, underlay veth, VXLAN devices, a pod on each (real plugin), "
+                "from_overlay attached, maps written", setup, a, b):
+        ipcache_peer(a, b)
+        ipcache_peer(b, a)
+        run.step("ping and a 512 KiB TCP stream pod a -> pod b over VXLAN; "
+                 "VXLAN rx counters move on both nodes", check_tunnel_ping_and_tcp, a, b)
+        run.step(f"underlay carries UDP {VXLAN_PORT}: VNI = sender's identity, node IPs "
+                 "outside, outer TTL 64, zero UDP checksum, inner TTL one hop down",
+                 check_wire, a, b)
+        run.step("no drops counted on either node", check_no_drops, a, b)
+        run.step("ipcache /32 wins over a tunnel /24 pointing elsewhere",
+                 check_ipcache_over_tunnel_map, a, b)
+        run.step("ipcache entry removed: the tunnel /24 decides (traffic to the bad node stops)",
+                 check_ipcache_removed_falls_to_tunnel_map, a, b)
+        run.step("tunnel map /24 to the right node alone carries ping and TCP",
+                 check_tunnel_map_route, a, b)
+        run.step("ipcache and tunnel entries removed: traffic stops, nothing reaches b's VXLAN",
+                 check_removed_stops, a, b)
+        run.step("vxlan_ifindex 0: dropped as NO_TUNNEL_DEV and counted; resumes with the device",
+                 check_no_device_drop, a, b)
+        run.step("overlay packet for a non-endpoint address reaches the node's stack "
+                 "(PACKET_HOST)", check_overlay_to_host_stack, a, b)
+        run.step("native routing: no tunnel entries, underlay routes; ping and TCP cross "
+                 "without VXLAN", check_native_routing, a, b)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(netnslib.main("tunnel_netns", steps, cleanup))
