@@ -82,7 +82,7 @@ $(BUILD)/test/%: test/unit/%.c $(CNI_LIB_OBJS) $(HELPER_LIB_OBJS) $(BUILD)/libca
 	$(CC) $(CFLAGS) -Icni -Ihelper $(LDFLAGS) -o $@ $< $(CNI_LIB_OBJS) $(HELPER_LIB_OBJS) \
 	  $(BUILD)/libcauseway.a $(LDLIBS) -lcmocka
 
-$(BUILD)/test/%: test/bpf/%.c $(BUILD)/libcauseway.a $(BPF_SKELS)
+$(BUILD)/test/%: test/bpf/%.c $(wildcard test/bpf/*.h) $(BUILD)/libcauseway.a $(BPF_SKELS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libcauseway.a $(LDLIBS) -lcmocka
 
