@@ -129,7 +129,18 @@ static cJSON *status_doc(struct cw_node *n)
 	cJSON_AddStringToObject(o, "routing", cw_routing_name(n->o.routing));
 	cJSON_AddNumberToObject(o, "uptimeMs", (double)(cw_loop_now_ms() - n->started_ms));
 	cJSON_AddStringToObject(o, "etcd", n->kv ? cw_kv_endpoint(n->kv) : "");
-	cJSON_AddNumberToObject(o, "lease", (double)n->lease);
+	/*
+	 * Lease ids exceed 2^53, which a JSON double cannot hold: the number is
+	 * written as exact digits, and again as a string for clients (cJSON
+	 * among them) that read numbers into doubles.
+	 */
+	{
+		char lease[24];
+
+		snprintf(lease, sizeof(lease), "%" PRId64, n->lease);
+		cJSON_AddRawToObject(o, "lease", lease);
+		cJSON_AddStringToObject(o, "leaseID", lease);
+	}
 	cJSON_AddBoolToObject(o, "nodePublished", n->node_published);
 	cJSON_AddBoolToObject(o, "datapathReady", n->dp_ready);
 	cJSON_AddBoolToObject(o, "datapathSynced", n->dp_synced);

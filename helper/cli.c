@@ -197,15 +197,27 @@ out:
 	return err;
 }
 
-static cJSON *ask_json(const struct cw_cli_opts *o, const char *req)
+/*
+ * The helper's answer to @req, parsed.  With -o json the answer is printed
+ * as the helper wrote it instead (NULL returned, *done set): re-printing
+ * it through cJSON would round 64-bit numbers such as lease ids.
+ */
+static cJSON *ask_json(const struct cw_cli_opts *o, const char *req, int *done)
 {
 	char *resp = NULL;
 	cJSON *doc;
 	int rc = ask(o->socket, req, &resp);
 
+	*done = 1;
 	if (rc) {
 		fprintf(stderr, "causeway-helper: no helper answers on %s: %s\n", o->socket,
 			strerror(-rc));
+		return NULL;
+	}
+	if (o->json) {
+		fputs(resp, stdout);
+		free(resp);
+		*done = 0;
 		return NULL;
 	}
 	doc = cJSON_Parse(resp);
@@ -235,17 +247,6 @@ static bool jbool(const cJSON *o, const char *k)
 	return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, k));
 }
 
-static int print_json(cJSON *doc)
-{
-	char *s = cJSON_Print(doc);
-
-	if (s)
-		printf("%s\n", s);
-	free(s);
-	cJSON_Delete(doc);
-	return s ? 0 : 1;
-}
-
 static void ago(double ms, char *buf, size_t len)
 {
 	if (ms < 0)
@@ -258,13 +259,12 @@ static void ago(double ms, char *buf, size_t len)
 
 int cw_cli_status(const struct cw_cli_opts *o)
 {
-	cJSON *doc = ask_json(o, "status\n"), *it, *c;
+	int done;
+	cJSON *doc = ask_json(o, "status\n", &done), *it, *c;
 	char when[32];
 
 	if (!doc)
-		return 1;
-	if (o->json)
-		return print_json(doc);
+		return done;
 	printf("Node:       %s (cluster %s, id %.0f), routing %s\n", jstr(doc, "node"),
 	       jstr(doc, "cluster"), jnum(doc, "clusterID"), jstr(doc, "routing"));
 	printf("Addresses:  node IP %s, PodCIDR %s, underlay %s, tunnel device %s\n",
@@ -276,7 +276,7 @@ int cw_cli_status(const struct cw_cli_opts *o)
 	printf("Datapath:   %s, %s, last reconcile %s\n",
 	       jbool(doc, "datapathReady") ? "ready" : "NOT READY",
 	       jbool(doc, "datapathSynced") ? "synced" : "not yet synced", when);
-	printf("Mesh store: %s, lease %.0f, node record %s\n", jstr(doc, "etcd"), jnum(doc, "lease"),
+	printf("Mesh store: %s, lease %s, node record %s\n", jstr(doc, "etcd"), jstr(doc, "leaseID"),
 	       jbool(doc, "nodePublished") ? "published" : "NOT published");
 	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(doc, "kvstore")) {
 		ago(jnum(it, "lastSyncAgoMs"), when, sizeof(when));
@@ -309,12 +309,11 @@ int cw_cli_status(const struct cw_cli_opts *o)
 
 int cw_cli_endpoints(const struct cw_cli_opts *o)
 {
-	cJSON *doc = ask_json(o, "endpoints\n"), *it;
+	int done;
+	cJSON *doc = ask_json(o, "endpoints\n", &done), *it;
 
 	if (!doc)
-		return 1;
-	if (o->json)
-		return print_json(doc);
+		return done;
 	printf("%-16s %-10s %-20s %-30s %-15s %s\n", "IP", "IDENTITY", "NAMESPACE", "POD", "INTERFACE",
 	       "PUBLISHED");
 	cJSON_ArrayForEach(it, doc)
@@ -327,13 +326,12 @@ int cw_cli_endpoints(const struct cw_cli_opts *o)
 
 int cw_cli_clusters(const struct cw_cli_opts *o)
 {
-	cJSON *doc = ask_json(o, "clusters\n"), *it, *w;
+	int done;
+	cJSON *doc = ask_json(o, "clusters\n", &done), *it, *w;
 	char when[32];
 
 	if (!doc)
-		return 1;
-	if (o->json)
-		return print_json(doc);
+		return done;
 	if (!cJSON_GetArraySize(doc))
 		printf("no remote clusters configured\n");
 	cJSON_ArrayForEach(it, doc) {

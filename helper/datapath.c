@@ -117,6 +117,9 @@ struct desired {
 	size_t n_ipc, n_tun, cap_ipc, cap_tun;
 	struct cw_route *routes;
 	size_t n_routes, cap_routes;
+	/* pod IPs whose record is present but invalid: their entries stay as they are */
+	__be32 *keep;
+	size_t n_keep, cap_keep;
 	int err;
 };
 
@@ -190,9 +193,26 @@ static void want_ip(const struct cw_kv_pair *kv, void *arg)
 	char err[256];
 	void *p;
 
-	if (d->err || cw_ip_rec_parse(kv->key, kv->value, kv->value_len, d->cluster_id, &r, err,
-				      sizeof(err)))
+	if (d->err)
 		return;
+	if (cw_ip_rec_parse(kv->key, kv->value, kv->value_len, d->cluster_id, &r, err,
+			    sizeof(err))) {
+		/*
+		 * A record that was good and then turned bad (already logged and
+		 * counted by the watch) must not take a live pod out of the mesh:
+		 * whatever the map holds for the key's IP is kept.
+		 */
+		struct in_addr ip;
+
+		if (!cw_addr4_parse(kv->key + strlen(CW_KEY_IPS), &ip))
+			return;
+		p = grow(d->keep, &d->cap_keep, d->n_keep, sizeof(*d->keep), &d->err);
+		if (p) {
+			d->keep = p;
+			d->keep[d->n_keep++] = ip.s_addr;
+		}
+		return;
+	}
 	p = grow(d->ipc, &d->cap_ipc, d->n_ipc, sizeof(*d->ipc), &d->err);
 	if (!p)
 		return;
@@ -263,8 +283,16 @@ static int get_tunnel(const struct cw_dp *dp, const struct cw_lpm_key *k, void *
  * Write @want (sorted here) into the LPM map @fd, values of @vsize bytes,
  * then delete every key of the map that @want lacks.
  */
-static int sync_lpm(struct cw_node *n, int fd, struct want_lpm *want, size_t count, size_t vsize,
-		    get_fn get, keys_fn keys, bool ipcache)
+static bool kept(const struct desired *d, const struct cw_lpm_key *k)
+{
+	for (size_t i = 0; i < d->n_keep; i++)
+		if (k->prefixlen == 32 && k->ip4 == d->keep[i])
+			return true;
+	return false;
+}
+
+static int sync_lpm(struct cw_node *n, const struct desired *d, int fd, struct want_lpm *want,
+		    size_t count, size_t vsize, get_fn get, keys_fn keys, bool ipcache)
 {
 	struct cw_lpm_key *have = NULL;
 	size_t nh = 0;
@@ -286,7 +314,8 @@ static int sync_lpm(struct cw_node *n, int fd, struct want_lpm *want, size_t cou
 		for (size_t j = 0; j < nh; j++) {
 			union { struct cw_ipcache_info ip; struct cw_tunnel_info tun; } cur;
 
-			if (bsearch(&have[j], want, count, sizeof(*want), cmp_key))
+			if (bsearch(&have[j], want, count, sizeof(*want), cmp_key) ||
+			    (ipcache && kept(d, &have[j])))
 				continue;
 			if (get(n->dp, &have[j], &cur) == 0 &&
 			    !may_withdraw(n, ipcache ? cur.ip.cluster_id : cur.tun.flags & 0xff))
@@ -330,11 +359,11 @@ int cw_datapath_reconcile(struct cw_node *n)
 		goto out;
 	}
 	/* cmp_key sorts want_lpm by its first member, the key. */
-	rc = sync_lpm(n, n->dp->map_tunnel, d.tun, d.n_tun, sizeof(struct cw_tunnel_info),
+	rc = sync_lpm(n, &d, n->dp->map_tunnel, d.tun, d.n_tun, sizeof(struct cw_tunnel_info),
 		      get_tunnel, cw_tunnel_keys, false);
 	if (rc)
 		cw_node_error(n, "datapath: tunnel map write failed: %s", strerror(-rc));
-	rc = sync_lpm(n, n->dp->map_ipcache, d.ipc, d.n_ipc, sizeof(struct cw_ipcache_info),
+	rc = sync_lpm(n, &d, n->dp->map_ipcache, d.ipc, d.n_ipc, sizeof(struct cw_ipcache_info),
 		      get_ipcache, cw_ipcache_keys, true);
 	if (rc)
 		cw_node_error(n, "datapath: ipcache write failed: %s", strerror(-rc));
@@ -360,6 +389,7 @@ int cw_datapath_reconcile(struct cw_node *n)
 	n->last_reconcile_ms = cw_loop_now_ms();
 out:
 	free(d.ipc);
+	free(d.keep);
 	free(d.tun);
 	free(d.routes);
 	return rc;

@@ -113,7 +113,9 @@ static int ep_labels(struct cw_node *n, const struct cw_local_ep *ep, char *out,
 	const char *nsname = ep->st.pod_namespace[0] ? ep->st.pod_namespace : "default";
 
 	if (n->i_pods) {
-		if (!cw_k8s_informer_synced(n->i_pods))
+		/* Both sets go into the identity: a partial one would flap it. */
+		if (!cw_k8s_informer_synced(n->i_pods) ||
+		    (n->i_namespaces && !cw_k8s_informer_synced(n->i_namespaces)))
 			return -EAGAIN;
 		pod = ep->st.pod_name[0] ? cw_k8s_informer_get(n->i_pods, nsname, ep->st.pod_name) : NULL;
 		if (ep->st.pod_name[0] && !pod)
@@ -295,39 +297,6 @@ static int publish_node(struct cw_node *n)
 	return rc;
 }
 
-static int publish_ep(struct cw_node *n, struct cw_local_ep *ep)
-{
-	struct cw_ip_rec r = { .ip = ep->st.ip, .host_ip = n->node_ip };
-	char key[96], *val, labels[CW_LABELS_MAX];
-	int rc;
-
-	rc = ep_labels(n, ep, labels, sizeof(labels));
-	if (rc)
-		return rc;
-	if (strcmp(labels, ep->labels) != 0 || !ep->identity) {
-		uint32_t id = 0;
-
-		rc = identity_resolve(n, labels, &id);
-		if (rc)
-			return rc;
-		snprintf(ep->labels, sizeof(ep->labels), "%s", labels);
-		ep->identity = id;
-		cw_datapath_update_endpoint(n, ep);
-	}
-	r.identity = ep->identity;
-	snprintf(r.k8s_namespace, sizeof(r.k8s_namespace), "%s", ep->st.pod_namespace);
-	snprintf(r.k8s_pod_name, sizeof(r.k8s_pod_name), "%s", ep->st.pod_name);
-	val = cw_ip_rec_format(&r);
-	if (!val)
-		return -ENOMEM;
-	ip_key(ep->st.ip, key, sizeof(key));
-	rc = cw_kv_put(n->kv, key, val, strlen(val), n->lease);
-	free(val);
-	if (rc == 0)
-		ep->published = true;
-	return rc;
-}
-
 /* A label set no local endpoint uses any more: drop our reference to it. */
 static void release_labels(struct cw_node *n, const char *labels)
 {
@@ -341,6 +310,44 @@ static void release_labels(struct cw_node *n, const char *labels)
 	snprintf(vkey, sizeof(vkey), CW_KEY_VALUE "%s/%s", labels, n->o.node_name);
 	if (cw_kv_delete(n->kv, vkey, false))
 		pr_warn("identity: cannot drop %s: %s", vkey, cw_kv_error(n->kv));
+}
+
+static int publish_ep(struct cw_node *n, struct cw_local_ep *ep)
+{
+	struct cw_ip_rec r = { .ip = ep->st.ip, .host_ip = n->node_ip };
+	char key[96], *val, labels[CW_LABELS_MAX];
+	int rc;
+
+	rc = ep_labels(n, ep, labels, sizeof(labels));
+	if (rc)
+		return rc;
+	if (strcmp(labels, ep->labels) != 0 || !ep->identity) {
+		char old[CW_LABELS_MAX];
+		uint32_t id = 0;
+
+		rc = identity_resolve(n, labels, &id);
+		if (rc)
+			return rc;
+		snprintf(old, sizeof(old), "%s", ep->labels);
+		snprintf(ep->labels, sizeof(ep->labels), "%s", labels);
+		ep->identity = id;
+		cw_datapath_update_endpoint(n, ep);
+		/* Relabelled: the old set may have lost its last local user. */
+		if (old[0] && strcmp(old, labels) != 0)
+			release_labels(n, old);
+	}
+	r.identity = ep->identity;
+	snprintf(r.k8s_namespace, sizeof(r.k8s_namespace), "%s", ep->st.pod_namespace);
+	snprintf(r.k8s_pod_name, sizeof(r.k8s_pod_name), "%s", ep->st.pod_name);
+	val = cw_ip_rec_format(&r);
+	if (!val)
+		return -ENOMEM;
+	ip_key(ep->st.ip, key, sizeof(key));
+	rc = cw_kv_put(n->kv, key, val, strlen(val), n->lease);
+	free(val);
+	if (rc == 0)
+		ep->published = true;
+	return rc;
 }
 
 static void on_publish(struct cw_loop *loop, void *arg)
@@ -418,8 +425,12 @@ static void on_lease(struct cw_loop *loop, void *arg)
 	(void)loop;
 	if (n->lease) {
 		rc = cw_kv_lease_keepalive(n->kv, n->lease, &ttl);
-		if (rc == 0)
+		if (rc == 0) {
+			/* etcd answers again: an error about reaching it is history. */
+			if (strncmp(n->last_error, "etcd: lease", 11) == 0)
+				n->last_error[0] = '\0';
 			return;
+		}
 		if (rc != -ENOENT) {
 			cw_node_error(n, "etcd: lease keepalive: %s", cw_kv_error(n->kv));
 			return;
@@ -676,6 +687,7 @@ static void on_namespace(struct cw_k8s_informer *inf, enum cw_k8s_event_type typ
 		cw_node_publish_soon(n);
 }
 
+/* The pods or the namespaces are fully known: identities can be resolved. */
 static void on_pods_synced(struct cw_k8s_informer *inf, void *arg)
 {
 	(void)inf;
@@ -700,7 +712,8 @@ static int k8s_start(struct cw_node *n)
 	rc = cw_k8s_informer_new(n->k8s, &io, &n->i_node);
 	if (rc)
 		return rc;
-	io = (struct cw_k8s_informer_opts){ "/api/v1/namespaces", NULL, NULL, on_namespace, NULL, n };
+	io = (struct cw_k8s_informer_opts){ "/api/v1/namespaces", NULL, NULL, on_namespace,
+					    on_pods_synced, n };
 	rc = cw_k8s_informer_new(n->k8s, &io, &n->i_namespaces);
 	if (rc)
 		return rc;

@@ -23,8 +23,11 @@ What is checked, and through what a user would look:
   routing        native and hybrid (one segment): proto 193 routes, no tunnels
   status         human and JSON status, endpoints, Prometheus metrics
 
-Tests marked xfail(strict=True) record helper bugs (see each reason); they
-fail today and will XPASS, failing the suite, once the bug is fixed.
+Five of these tests found helper bugs when they were written (a relabelled
+pod's old identity reference kept, the lease id rounded in status, a stale
+"lease keepalive" error, a corrupted record taking a live pod out of the
+maps, identities resolved before the namespaces were known); they now guard
+the fixes.
 
 Traffic goes only between namespaces the tests create.  Most tests build a
 lab of their own (make_lab downs it, even on failure); the read-mostly ones
@@ -627,11 +630,6 @@ def test_label_change_changes_identity(shared):
     h.wait(lambda: identity_everywhere(want=old), 15, f"the original labels to bring identity {old} back")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "helper bug: publish_ep() (helper/node.c) gives a relabelled endpoint its new identity "
-    "but never drops the node's value/<old labels>/<node> reference (release_labels() runs "
-    "only when an endpoint goes away), so the old identity stays referenced, and never "
-    "garbage-collected, for as long as the helper's lease lives"))
 def test_label_change_releases_old_reference(shared):
     h = shared
     node = h.node[shared_pods(h)["leak-2"][2].name]
@@ -725,10 +723,6 @@ def test_status_endpoints_and_metrics(shared):
     assert r.stdout == "404"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "helper bug: `status -o json` prints the etcd lease id as a JSON double (cJSON), e.g. "
-    "3.2759839428767e+18, and the human status rounds it the same way, so the number shown "
-    "is not the lease the node's records are attached to (etcd lease ids exceed 2^53)"))
 def test_status_lease_is_the_records_lease(shared):
     h = shared
     n = h.nodes[0]
@@ -738,11 +732,6 @@ def test_status_lease_is_the_records_lease(shared):
     assert m and m.group(1) == str(lease), f"status says lease {m and m.group(1)}, etcd says {lease}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "helper bug: a failed lease keepalive sets lastError (on_lease(), helper/node.c) but a "
-    "successful one never clears it (only a successful publication does), so once etcd is "
-    "back and everything is synced, `status` still shows e.g. \"Last error: etcd: lease "
-    "keepalive: ...: Couldn't connect to server\" until something unrelated is published"))
 def test_status_error_clears_after_etcd_recovers(shared):
     h = shared
     run([FIXTURE, "stop", h.etcd_dir], timeout=60)
@@ -813,12 +802,6 @@ def test_bad_records_change_nothing(shared):
     h.wait(lambda: h.snapshot() == before, 10, "every map as before once the records are deleted")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "helper bug: on_mesh_put() (helper/node.c) logs and counts an invalid update of a live "
-    "ip/v1 record as ignored, but the watch mirror keeps the invalid value, so the next "
-    "reconcile (set off by any unrelated event) skips the key and deletes the pod's ipcache "
-    "entry on every node, its own included: the effect of a bad record depends on unrelated "
-    "later events, and a single garbage write takes a live pod out of the mesh"))
 def test_corrupted_record_keeps_last_good_entry(shared):
     """A live pod's ip/v1 record overwritten with garbage is dropped as invalid: the nodes keep
     what they had for that pod, also through later reconciles, rather than forgetting it
@@ -906,15 +889,6 @@ def test_restart_all_helpers_keeps_traffic_and_maps(make_lab, tmp_path, sig):
         assert h.etcd_get(K_IPS + ip)[K_IPS + ip]["lease"] == lease, f"{n.name}: ip/v1 of {ip} not under its lease"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "helper bug: after a restart ep_labels() (helper/node.c) resolves an endpoint's labels "
-    "once the Pod informer is synced but without waiting for the Namespace informer, so the "
-    "namespace labels (k8s:io.cilium.k8s.namespace.labels.*) are missing and the pod is "
-    "published for a moment with another identity (a new one is even allocated), then with "
-    "the right one again: every node's ipcache flips twice, and the partial label set's "
-    "identity and value/ reference leak (value/<labels without namespace labels>/<node>). "
-    "About one restart in four shows it; with a namespace list that takes a while (100 "
-    "namespaces with 50 kB annotations, as busy clusters have) nearly every restart does"))
 def test_restart_keeps_identities(shared):
     """Across helper restarts no ip/v1 record ever carries another identity, even briefly."""
     h = shared
