@@ -39,6 +39,7 @@
 #include "lib/ipv4.h"
 #include "lib/tunnel.h"
 #include "lib/lb.h"
+#include "lib/deliver.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -86,8 +87,7 @@ static __always_inline int handle_ipv4_from_container(struct __sk_buff *skb)
 	struct iphdr *ip = data + ETH_HLEN;
 	struct cw_endpoint_key key = {};
 	struct cw_endpoint_info *src, *dst;
-	__u8 dst_pod_mac[ETH_ALEN], dst_host_mac[ETH_ALEN];
-	__u32 ifindex, src_identity = CW_IDENTITY_UNKNOWN;
+	__u32 src_identity = CW_IDENTITY_UNKNOWN;
 	bool src_known = false;
 	int rc;
 
@@ -139,20 +139,7 @@ static __always_inline int handle_ipv4_from_container(struct __sk_buff *skb)
 		}
 	}
 
-	/* Copy out before skb helpers invalidate packet and map pointers. */
-	ifindex = dst->ifindex;
-	cw_mac_copy(dst_pod_mac, dst->pod_mac);
-	cw_mac_copy(dst_host_mac, dst->host_mac);
-
-	if (cw_ipv4_dec_ttl(skb, ip) < 0)
-		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
-	if (bpf_skb_store_bytes(skb, 0, dst_pod_mac, ETH_ALEN, 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_ALEN, dst_host_mac, ETH_ALEN, 0) < 0)
-		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
-
-	skb->mark |= CW_MARK_REDIRECTED;
-	cw_count(skb, CW_REASON_FORWARDED, CW_DIR_EGRESS);
-	return bpf_redirect(ifindex, 0);
+	return cw_deliver_local(skb, ip, dst, CW_DIR_EGRESS);
 }
 
 SEC("tc")

@@ -25,6 +25,7 @@
 #include "lib/metrics.h"
 #include "lib/eth.h"
 #include "lib/ipv4.h"
+#include "lib/deliver.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -35,8 +36,6 @@ static __always_inline int handle_ipv4_from_overlay(struct __sk_buff *skb, __u32
 	struct iphdr *ip = data + ETH_HLEN;
 	struct cw_endpoint_key key = {};
 	struct cw_endpoint_info *dst;
-	__u8 dst_pod_mac[ETH_ALEN], dst_host_mac[ETH_ALEN];
-	__u32 ifindex;
 
 	if ((void *)(ip + 1) > data_end)
 		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_INGRESS);
@@ -66,24 +65,7 @@ static __always_inline int handle_ipv4_from_overlay(struct __sk_buff *skb, __u32
 	 */
 	(void)src_identity;
 
-	if (ip->ttl <= 1)
-		return cw_drop(skb, -CW_DROP_TTL_EXCEEDED, CW_DIR_INGRESS);
-
-	/* Copy out before skb helpers invalidate packet pointers. */
-	ifindex = dst->ifindex;
-	cw_mac_copy(dst_pod_mac, dst->pod_mac);
-	cw_mac_copy(dst_host_mac, dst->host_mac);
-
-	if (cw_ipv4_dec_ttl(skb, ip) < 0)
-		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_INGRESS);
-	if (bpf_skb_store_bytes(skb, 0, dst_pod_mac, ETH_ALEN, 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_ALEN, dst_host_mac, ETH_ALEN, 0) < 0)
-		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_INGRESS);
-
-	/* to_container must not take this for a flow the stack forwarded. */
-	skb->mark |= CW_MARK_REDIRECTED;
-	cw_count(skb, CW_REASON_FORWARDED, CW_DIR_INGRESS);
-	return bpf_redirect(ifindex, 0);
+	return cw_deliver_local(skb, ip, dst, CW_DIR_INGRESS);
 }
 
 SEC("tc")
