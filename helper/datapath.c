@@ -101,12 +101,15 @@ void cw_datapath_update_endpoint(struct cw_node *n, const struct cw_local_ep *ep
 
 /* --- desired state --------------------------------------------------------------- */
 
+/* A value of either LPM map, so one sync routine serves both. */
+union lpm_value {
+	struct cw_ipcache_info ip;
+	struct cw_tunnel_info tun;
+};
+
 struct want_lpm {
 	struct cw_lpm_key key;
-	union {
-		struct cw_ipcache_info ip;
-		struct cw_tunnel_info tun;
-	} v;
+	union lpm_value v;
 };
 
 struct desired {
@@ -300,7 +303,7 @@ static int sync_lpm(struct cw_node *n, const struct desired *d, int fd, struct w
 
 	qsort(want, count, sizeof(*want), cmp_key);
 	for (size_t i = 0; i < count; i++) {
-		union { struct cw_ipcache_info ip; struct cw_tunnel_info tun; } cur;
+		union lpm_value cur;
 
 		if (get(n->dp, &want[i].key, &cur) == 0 &&
 		    memcmp(&cur, &want[i].v, vsize) == 0)
@@ -312,7 +315,7 @@ static int sync_lpm(struct cw_node *n, const struct desired *d, int fd, struct w
 	}
 	if (keys(n->dp, &have, &nh) == 0)
 		for (size_t j = 0; j < nh; j++) {
-			union { struct cw_ipcache_info ip; struct cw_tunnel_info tun; } cur;
+			union lpm_value cur;
 
 			if (bsearch(&have[j], want, count, sizeof(*want), cmp_key) ||
 			    (ipcache && kept(d, &have[j])))

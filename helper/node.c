@@ -628,7 +628,23 @@ static void on_node_obj(struct cw_k8s_informer *inf, enum cw_k8s_event_type type
 	node_identity_known(n);
 }
 
-/* A pod's labels changed: its endpoints need their identity looked at again. */
+/*
+ * Whether @e must be published again: never published yet, or its label
+ * set (pod and namespace labels) no longer the one its identity is for.
+ * Marks it unpublished when so.
+ */
+static bool ep_needs_publish(struct cw_node *n, struct cw_local_ep *e)
+{
+	char labels[CW_LABELS_MAX];
+
+	if (e->published && (ep_labels(n, e, labels, sizeof(labels)) != 0 ||
+			     strcmp(labels, e->labels) == 0))
+		return false;
+	e->published = false;
+	return true;
+}
+
+/* A pod changed: its endpoints may need their identity looked at again. */
 static void on_pod(struct cw_k8s_informer *inf, enum cw_k8s_event_type type, const cJSON *obj,
 		   const cJSON *old, void *arg)
 {
@@ -644,22 +660,13 @@ static void on_pod(struct cw_k8s_informer *inf, enum cw_k8s_event_type type, con
 		return;
 	for (struct cw_local_ep *e = n->eps; e; e = e->next)
 		if (strcmp(e->st.pod_name, name->valuestring) == 0 &&
-		    strcmp(e->st.pod_namespace, ns->valuestring) == 0 && !e->published) {
-			any = true;
-		} else if (strcmp(e->st.pod_name, name->valuestring) == 0 &&
-			   strcmp(e->st.pod_namespace, ns->valuestring) == 0) {
-			char labels[CW_LABELS_MAX];
-
-			if (ep_labels(n, e, labels, sizeof(labels)) == 0 &&
-			    strcmp(labels, e->labels) != 0) {
-				e->published = false;
-				any = true;
-			}
-		}
+		    strcmp(e->st.pod_namespace, ns->valuestring) == 0)
+			any |= ep_needs_publish(n, e);
 	if (any)
 		cw_node_publish_soon(n);
 }
 
+/* A namespace's labels are part of its pods' identities. */
 static void on_namespace(struct cw_k8s_informer *inf, enum cw_k8s_event_type type,
 			 const cJSON *obj, const cJSON *old, void *arg)
 {
@@ -673,16 +680,9 @@ static void on_namespace(struct cw_k8s_informer *inf, enum cw_k8s_event_type typ
 	(void)type;
 	if (!cJSON_IsString(name))
 		return;
-	for (struct cw_local_ep *e = n->eps; e; e = e->next) {
-		char labels[CW_LABELS_MAX];
-
-		if (strcmp(e->st.pod_namespace, name->valuestring) != 0)
-			continue;
-		if (ep_labels(n, e, labels, sizeof(labels)) == 0 && strcmp(labels, e->labels) != 0) {
-			e->published = false;
-			any = true;
-		}
-	}
+	for (struct cw_local_ep *e = n->eps; e; e = e->next)
+		if (strcmp(e->st.pod_namespace, name->valuestring) == 0)
+			any |= ep_needs_publish(n, e);
 	if (any)
 		cw_node_publish_soon(n);
 }
