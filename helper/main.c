@@ -90,10 +90,12 @@ static const char node_usage[] =
 	"         [--k8s-api URL --k8s-ca-file F --k8s-token-file F | --no-k8s]\n"
 	"         [--routing tunnel|native|hybrid] [--node-ip IP] [--pod-cidr CIDR]\n"
 	"         [--metrics-addr 127.0.0.1:PORT] [--lease-ttl SECONDS] [--log-file F] [-v]\n"
-	"         [--clustermesh-config DIR]\n"
+	"         [--clustermesh-config DIR] [--remote-eviction-timeout SECONDS]\n"
 	"\nWithout --k8s-api the in-cluster configuration is used.  --node-ip and --pod-cidr\n"
 	"override the Node object's InternalIP and spec.podCIDR.  --clustermesh-config is a\n"
-	"directory with one etcd config per remote cluster, named after it (read-only).\n";
+	"directory with one etcd config per remote cluster, named after it (read-only).\n"
+	"A remote cluster unreachable (or whose heartbeat is older) than\n"
+	"--remote-eviction-timeout (default 120) has its routes and backends withdrawn.\n";
 
 static int run_node(int argc, char **argv)
 {
@@ -115,13 +117,15 @@ static int run_node(int argc, char **argv)
 		{ "metrics-addr", required_argument, NULL, 'm' },
 		{ "clustermesh-config", required_argument, NULL, 'M' },
 		{ "lease-ttl", required_argument, NULL, 'L' },
+		{ "remote-eviction-timeout", required_argument, NULL, 'E' },
 		{ "log-file", required_argument, NULL, 'l' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct cw_node_opts o = { .bpf_root = CW_DEFAULT_BPF_ROOT, .state_dir = CW_DEFAULT_STATE_DIR,
-				  .routing = CW_ROUTING_TUNNEL, .lease_ttl = 30 };
+				  .routing = CW_ROUTING_TUNNEL, .lease_ttl = 30,
+				  .remote_eviction_s = CW_REMOTE_EVICTION_DEFAULT_S };
 	char sock[PATH_MAX];
 	const char *log_file = NULL;
 	long v;
@@ -170,6 +174,12 @@ static int run_node(int argc, char **argv)
 			if (!parse_range("node", "lease-ttl", optarg, 5, 3600, " seconds", &v))
 				return 2;
 			o.lease_ttl = (int)v;
+			break;
+		case 'E':
+			if (!parse_range("node", "remote-eviction-timeout", optarg, 1, 86400,
+					 " seconds", &v))
+				return 2;
+			o.remote_eviction_s = (int)v;
 			break;
 		case 'l': log_file = optarg; break;
 		case 'v': cw_log_set_level(CW_LOG_DEBUG); break;

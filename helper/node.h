@@ -47,7 +47,17 @@ struct cw_node_opts {
 	struct in_addr node_ip;       /* 0: the Node's InternalIP */
 	struct cw_prefix4 pod_cidr;   /* len 0: the Node's spec.podCIDR */
 	int lease_ttl;                /* seconds */
+	int remote_eviction_s;        /* a remote's last state outlives its loss this long */
 };
+
+/*
+ * How long an unreachable remote cluster's last state (routes, identities,
+ * service backends) is kept before it is withdrawn; its heartbeat ages the
+ * same way.  Two heartbeat periods: one late heartbeat or a restart of its
+ * etcd or mesh-apiserver never evicts, a dead cluster stops drawing traffic
+ * after two minutes (README "Remote clusters").
+ */
+#define CW_REMOTE_EVICTION_DEFAULT_S 120
 
 /* A pod interface on this node, from the plugin's state file. */
 struct cw_local_ep {
