@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
  * What a running helper tells the outside: a unix-socket API for the CLI
- * (one request line, "status" or "endpoints", answered with one JSON
+ * (one request line, "status", "endpoints", "clusters" or "services",
+ * answered with one JSON
  * document, then the connection closes) and a Prometheus text endpoint
  * over HTTP on a localhost port.  Both are served from the loop; a
  * connection that does not finish its request within 5 s is dropped.
@@ -24,6 +25,7 @@
 #include <causeway/log.h>
 #include <causeway/util.h>
 #include "node.h"
+#include "services.h"
 
 #define REQUEST_MAX 4096
 #define CONN_TIMEOUT_MS 5000
@@ -157,6 +159,8 @@ static cJSON *status_doc(struct cw_node *n)
 	add_informer(k, n->i_node);
 	add_informer(k, n->i_pods);
 	add_informer(k, n->i_namespaces);
+	add_informer(k, n->i_services);
+	add_informer(k, n->i_slices);
 	c = cJSON_AddObjectToObject(o, "counters");
 	if (c) {
 		cJSON_AddNumberToObject(c, "invalidRecords", (double)n->c.invalid_records);
@@ -167,7 +171,13 @@ static cJSON *status_doc(struct cw_node *n)
 		cJSON_AddNumberToObject(c, "routeDeletes", (double)n->c.route_deletes);
 		cJSON_AddNumberToObject(c, "publishErrors", (double)n->c.publish_errors);
 		cJSON_AddNumberToObject(c, "identitiesAllocated", (double)n->c.identities_allocated);
+		cJSON_AddNumberToObject(c, "invalidServices", (double)n->c.invalid_services);
+		cJSON_AddNumberToObject(c, "serviceWrites", (double)n->c.lb_writes);
+		cJSON_AddNumberToObject(c, "serviceRemoves", (double)n->c.lb_removes);
+		cJSON_AddNumberToObject(c, "conntrackCollected", (double)n->c.ct_collected);
+		cJSON_AddNumberToObject(c, "evictions", (double)n->c.evictions);
 	}
+	cJSON_AddNumberToObject(o, "frontends", (double)n->lb.n);
 	cJSON_AddStringToObject(o, "lastError", n->last_error);
 	return o;
 }
@@ -199,6 +209,91 @@ static cJSON *endpoints_doc(struct cw_node *n)
 	return arr;
 }
 
+static size_t watch_keys(const struct cw_kv_watch *w)
+{
+	struct cw_kv_watch_status st;
+
+	if (!w)
+		return 0;
+	cw_kv_watch_get_status(w, &st);
+	return st.keys;
+}
+
+static int cmp_fe_by_service(const void *a, const void *b)
+{
+	const struct cw_lb_fe *x = *(const struct cw_lb_fe *const *)a;
+	const struct cw_lb_fe *y = *(const struct cw_lb_fe *const *)b;
+	int c = strcmp(x->ns, y->ns);
+
+	if (!c)
+		c = strcmp(x->name, y->name);
+	if (!c)
+		c = (ntohs(x->key.port) > ntohs(y->key.port)) - (ntohs(x->key.port) < ntohs(y->key.port));
+	return c ? c : (x->key.proto > y->key.proto) - (x->key.proto < y->key.proto);
+}
+
+/*
+ * Every service as programmed, grouped by namespace and name: its
+ * frontends, each with its slots (backend, cluster) and the affinity that
+ * chose them, as `cilium service list --clustermesh-affinity` shows.
+ */
+static cJSON *services_doc(struct cw_node *n)
+{
+	cJSON *doc = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(doc, "services");
+	const struct cw_lb_fe **v = calloc(n->lb.n ? n->lb.n : 1, sizeof(*v));
+	cJSON *svc = NULL, *fes = NULL;
+	const struct cw_lb_fe *prev = NULL;
+
+	if (!doc || !arr || !v) {
+		free(v);
+		cJSON_Delete(doc);
+		return NULL;
+	}
+	for (size_t i = 0; i < n->lb.n; i++)
+		v[i] = &n->lb.v[i];
+	qsort(v, n->lb.n, sizeof(*v), cmp_fe_by_service);
+	for (size_t i = 0; i < n->lb.n; i++) {
+		const struct cw_lb_fe *f = v[i];
+		cJSON *fe, *bes;
+		char a[16];
+
+		if (!prev || strcmp(prev->ns, f->ns) || strcmp(prev->name, f->name)) {
+			svc = cJSON_CreateObject();
+			cJSON_AddItemToArray(arr, svc);
+			cJSON_AddStringToObject(svc, "namespace", f->ns);
+			cJSON_AddStringToObject(svc, "name", f->name);
+			cJSON_AddBoolToObject(svc, "global", f->flags & CW_LB_F_GLOBAL);
+			cJSON_AddBoolToObject(svc, "shared", f->shared);
+			cJSON_AddStringToObject(svc, "affinity",
+						cw_affinity_name((enum cw_affinity)f->affinity));
+			fes = cJSON_AddArrayToObject(svc, "frontends");
+		}
+		prev = f;
+		fe = cJSON_CreateObject();
+		cJSON_AddItemToArray(fes, fe);
+		cw_addr4_str((struct in_addr){ f->key.address }, a);
+		cJSON_AddStringToObject(fe, "address", a);
+		cJSON_AddNumberToObject(fe, "port", ntohs(f->key.port));
+		cJSON_AddStringToObject(fe, "protocol", f->key.proto == IPPROTO_UDP ? "UDP" : "TCP");
+		cJSON_AddStringToObject(fe, "portName", f->port_name);
+		cJSON_AddNumberToObject(fe, "id", f->id);
+		bes = cJSON_AddArrayToObject(fe, "backends");
+		for (size_t j = 0; j < f->n; j++) {
+			cJSON *be = cJSON_CreateObject();
+
+			cJSON_AddItemToArray(bes, be);
+			cw_addr4_str((struct in_addr){ f->slots[j].address }, a);
+			cJSON_AddStringToObject(be, "address", a);
+			cJSON_AddNumberToObject(be, "port", ntohs(f->slots[j].port));
+			cJSON_AddStringToObject(be, "cluster",
+						cw_cluster_name_of(n, f->slots[j].cluster_id));
+			cJSON_AddNumberToObject(be, "clusterID", f->slots[j].cluster_id);
+		}
+	}
+	free(v);
+	return doc;
+}
+
 static cJSON *clusters_doc(struct cw_node *n)
 {
 	cJSON *arr = cJSON_CreateArray();
@@ -213,9 +308,32 @@ static cJSON *clusters_doc(struct cw_node *n)
 		cJSON_AddStringToObject(o, "state", cw_remote_state_name(r->state));
 		cJSON_AddStringToObject(o, "reason", r->why);
 		cJSON_AddStringToObject(o, "etcd", r->kv ? cw_kv_endpoint(r->kv) : "");
+		cJSON_AddNumberToObject(o, "nodes", (double)watch_keys(r->w_nodes));
+		cJSON_AddNumberToObject(o, "endpoints", (double)watch_keys(r->w_ips));
+		cJSON_AddNumberToObject(o, "identities", (double)watch_keys(r->w_ids));
+		cJSON_AddNumberToObject(o, "services", (double)watch_keys(r->w_svcs));
+		cJSON_AddBoolToObject(o, "synced", cw_remote_settled(r, CW_KEY_NODES) &&
+						   cw_remote_settled(r, CW_KEY_IPS) &&
+						   cw_remote_settled(r, CW_KEY_IDENTITIES) &&
+						   cw_remote_settled(r, CW_KEY_SERVICES));
+		cJSON_AddBoolToObject(o, "evicted", r->evicted);
+		cJSON_AddStringToObject(o, "unhealthy", r->lost_why);
+		if (r->lost_ms && !r->evicted) {
+			int64_t left = (int64_t)n->o.remote_eviction_s * 1000 -
+				       (cw_loop_now_ms() - r->lost_ms);
+
+			cJSON_AddNumberToObject(o, "evictionDeadline",
+						(double)(left > 0 ? (left + 999) / 1000 : 0));
+		} else {
+			cJSON_AddNullToObject(o, "evictionDeadline");
+		}
 		w = cJSON_AddArrayToObject(o, "kvstore");
 		add_watch(w, "nodes", r->w_nodes);
 		add_watch(w, "ips", r->w_ips);
+		add_watch(w, "identities", r->w_ids);
+		add_watch(w, "services", r->w_svcs);
+		add_watch(w, "synced", r->w_synced);
+		add_watch(w, "heartbeat", r->w_heartbeat);
 		cJSON_AddItemToArray(arr, o);
 	}
 	return arr;
@@ -291,6 +409,16 @@ static void metrics_text(struct cw_node *n, struct sbuf *b)
 	sb_printf(b, "# TYPE causeway_publish_errors_total counter\n"
 		     "causeway_publish_errors_total %" PRIu64 "\n", n->c.publish_errors);
 	sb_printf(b, "# TYPE causeway_lease_active gauge\ncauseway_lease_active %d\n", n->lease != 0);
+	sb_printf(b, "# HELP causeway_service_frontends Frontends in the service maps.\n"
+		     "# TYPE causeway_service_frontends gauge\ncauseway_service_frontends %zu\n",
+		  n->lb.n);
+	sb_printf(b, "# TYPE causeway_invalid_services_total counter\n"
+		     "causeway_invalid_services_total %" PRIu64 "\n", n->c.invalid_services);
+	sb_printf(b, "# TYPE causeway_remote_evictions_total counter\n"
+		     "causeway_remote_evictions_total %" PRIu64 "\n", n->c.evictions);
+	for (struct cw_remote *r = n->remotes; r; r = r->next)
+		sb_printf(b, "causeway_remote_cluster_ready{cluster=\"%s\"} %d\n", r->name,
+			  cw_remote_usable(r) && !r->lost_ms);
 	if (n->dp) {
 		sb_printf(b, "# HELP causeway_datapath_packets_total Packets by verdict reason and "
 			     "direction, from the BPF metrics map.\n"
@@ -342,6 +470,8 @@ static void respond(struct conn *c)
 			doc = endpoints_doc(n);
 		else if (strcmp(c->req, "clusters") == 0)
 			doc = clusters_doc(n);
+		else if (strcmp(c->req, "services") == 0)
+			doc = services_doc(n);
 		else {
 			doc = cJSON_CreateObject();
 			if (doc)

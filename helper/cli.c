@@ -335,13 +335,67 @@ int cw_cli_clusters(const struct cw_cli_opts *o)
 	if (!cJSON_GetArraySize(doc))
 		printf("no remote clusters configured\n");
 	cJSON_ArrayForEach(it, doc) {
+		const cJSON *dl = cJSON_GetObjectItemCaseSensitive(it, "evictionDeadline");
+
 		printf("%s (id %.0f): %s%s%s\n", jstr(it, "name"), jnum(it, "id"), jstr(it, "state"),
 		       *jstr(it, "reason") ? ", " : "", jstr(it, "reason"));
+		printf("  %.0f nodes, %.0f endpoints, %.0f identities, %.0f services; %s\n",
+		       jnum(it, "nodes"), jnum(it, "endpoints"), jnum(it, "identities"),
+		       jnum(it, "services"), jbool(it, "synced") ? "synced" : "NOT synced");
+		if (jbool(it, "evicted"))
+			printf("  EVICTED (its routes and backends are withdrawn): %s\n",
+			       jstr(it, "unhealthy"));
+		else if (cJSON_IsNumber(dl))
+			printf("  unhealthy (%s): evicted in %.0f s unless it recovers\n",
+			       jstr(it, "unhealthy"), dl->valuedouble);
 		cJSON_ArrayForEach(w, cJSON_GetObjectItemCaseSensitive(it, "kvstore")) {
 			ago(jnum(w, "lastSyncAgoMs"), when, sizeof(when));
 			printf("  %-6s %s, %.0f keys, last sync %s%s%s\n", jstr(w, "name"),
 			       jbool(w, "synced") ? "synced" : "NOT synced", jnum(w, "keys"), when,
 			       *jstr(w, "error") ? ": " : "", jstr(w, "error"));
+		}
+	}
+	cJSON_Delete(doc);
+	return 0;
+}
+
+int cw_cli_services(const struct cw_cli_opts *o)
+{
+	int done;
+	cJSON *doc = ask_json(o, "services\n", &done), *svc, *fe, *be;
+
+	if (!doc)
+		return done;
+	printf("%-4s %-34s %-22s %-8s %-22s %s\n", "ID", "SERVICE", "FRONTEND", "AFFINITY",
+	       "BACKEND", "CLUSTER");
+	cJSON_ArrayForEach(svc, cJSON_GetObjectItemCaseSensitive(doc, "services")) {
+		char name[160];
+
+		snprintf(name, sizeof(name), "%s/%s%s%s", jstr(svc, "namespace"), jstr(svc, "name"),
+			 jbool(svc, "global") ? " (global" : "",
+			 !jbool(svc, "global") ? "" : jbool(svc, "shared") ? ")" : ", not shared)");
+		cJSON_ArrayForEach(fe, cJSON_GetObjectItemCaseSensitive(svc, "frontends")) {
+			const cJSON *bes = cJSON_GetObjectItemCaseSensitive(fe, "backends");
+			char front[40];
+			int i = 0;
+
+			snprintf(front, sizeof(front), "%s:%.0f/%s", jstr(fe, "address"),
+				 jnum(fe, "port"), jstr(fe, "protocol"));
+			if (!cJSON_GetArraySize(bes))
+				printf("%-4.0f %-34s %-22s %-8s %-22s %s\n", jnum(fe, "id"), name, front,
+				       jstr(svc, "affinity"), "(none: new flows dropped)", "");
+			cJSON_ArrayForEach(be, bes) {
+				char back[40];
+
+				snprintf(back, sizeof(back), "%s:%.0f", jstr(be, "address"),
+					 jnum(be, "port"));
+				if (i++ == 0)
+					printf("%-4.0f %-34s %-22s %-8s %-22s %s\n", jnum(fe, "id"), name,
+					       front, jstr(svc, "affinity"), back, jstr(be, "cluster"));
+				else
+					printf("%-4s %-34s %-22s %-8s %-22s %s\n", "", "", "", "", back,
+					       jstr(be, "cluster"));
+			}
 		}
 	}
 	cJSON_Delete(doc);

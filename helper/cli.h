@@ -17,6 +17,7 @@ int cw_cli_bpf_endpoints(const struct cw_cli_opts *o);
 int cw_cli_endpoints(const struct cw_cli_opts *o);
 int cw_cli_status(const struct cw_cli_opts *o);
 int cw_cli_clusters(const struct cw_cli_opts *o);
+int cw_cli_services(const struct cw_cli_opts *o);
 int cw_cli_ipcache(const struct cw_cli_opts *o);
 int cw_cli_tunnels(const struct cw_cli_opts *o);
 int cw_cli_metrics(const struct cw_cli_opts *o);

@@ -14,6 +14,8 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <stddef.h>
+#include <time.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +28,7 @@
 #include <causeway/log.h>
 #include <causeway/util.h>
 #include "node.h"
+#include "services.h"
 
 #define RETRY_BASE_MS 500
 #define RETRY_CAP_MS 30000
@@ -46,9 +49,14 @@ static void remote_free(struct cw_remote *r)
 		return;
 	cw_kv_watch_free(r->w_nodes);
 	cw_kv_watch_free(r->w_ips);
+	cw_kv_watch_free(r->w_ids);
+	cw_kv_watch_free(r->w_svcs);
+	cw_kv_watch_free(r->w_synced);
+	cw_kv_watch_free(r->w_heartbeat);
 	cw_kv_free(r->kv);
 	cw_etcd_conf_clear(&r->conf);
 	cw_timer_del(r->t_retry);
+	cw_timer_del(r->t_health);
 	free(r->file_text);
 	free(r);
 }
@@ -58,14 +66,22 @@ static void on_remote_put(void *arg, const struct cw_kv_pair *kv, const struct c
 	struct cw_remote *r = arg;
 
 	(void)old;
-	if (cw_mesh_record_ok(r->n, r->name, r->id, kv))
+	if (!cw_mesh_record_ok(r->n, r->name, r->id, kv))
+		return;
+	if (cw_remote_usable(r) && strncmp(kv->key, CW_KEY_IPS, strlen(CW_KEY_IPS)) == 0)
+		cw_datapath_ip_put(r->n, r->id, kv);
+	else
 		cw_node_reconcile_soon(r->n);
 }
 
 static void on_remote_del(void *arg, const struct cw_kv_pair *old)
 {
-	(void)old;
-	cw_node_reconcile_soon(((struct cw_remote *)arg)->n);
+	struct cw_remote *r = arg;
+
+	if (cw_remote_usable(r) && strncmp(old->key, CW_KEY_IPS, strlen(CW_KEY_IPS)) == 0)
+		cw_datapath_ip_del(r->n, r->id, old);
+	else
+		cw_node_reconcile_soon(r->n);
 }
 
 static void on_remote_synced(void *arg)
@@ -117,8 +133,13 @@ static int check_cluster_config(struct cw_remote *r, const struct cw_kv_pair *p)
 					     (unsigned int)v, o2->name);
 				rc = -EEXIST;
 			}
-		if (!rc)
+		if (!rc) {
+			const cJSON *caps = cJSON_GetObjectItemCaseSensitive(o, "capabilities");
+
 			r->id = (unsigned int)v;
+			r->canaries = cJSON_IsTrue(
+				cJSON_GetObjectItemCaseSensitive(caps, "syncedCanaries"));
+		}
 	}
 	cJSON_Delete(o);
 	return rc;
@@ -167,12 +188,175 @@ static void on_retry(struct cw_loop *loop, void *arg)
 	rc = cw_kv_watch_start(r->n->loop, r->kv, prefix, &remote_ops, r, &r->w_nodes);
 	if (!rc)
 		rc = cw_kv_watch_start(r->n->loop, r->kv, CW_KEY_IPS, &remote_ops, r, &r->w_ips);
+	if (!rc)
+		rc = cw_kv_watch_start(r->n->loop, r->kv, CW_KEY_ID, &remote_ops, r, &r->w_ids);
+	snprintf(prefix, sizeof(prefix), CW_KEY_SERVICES "%s/", r->name);
+	if (!rc)
+		rc = cw_kv_watch_start(r->n->loop, r->kv, prefix, &remote_ops, r, &r->w_svcs);
+	snprintf(prefix, sizeof(prefix), CW_KEY_SYNCED "%s/", r->name);
+	if (!rc)
+		rc = cw_kv_watch_start(r->n->loop, r->kv, prefix, &remote_ops, r, &r->w_synced);
+	if (!rc)
+		rc = cw_kv_watch_start(r->n->loop, r->kv, CW_KEY_HEARTBEAT, &remote_ops, r,
+				       &r->w_heartbeat);
 	if (rc) {
 		remote_state(r, CW_REMOTE_REFUSED, "cannot start watches: %s", strerror(-rc));
 		return;
 	}
 	r->attempt = 0;
 	remote_state(r, CW_REMOTE_CONNECTED, "id %u", r->id);
+}
+
+/* --- settled, usable, evicted ------------------------------------------------------ */
+
+static const struct {
+	const char *prefix, *kind;
+	size_t off;
+} kinds[] = {
+	{ CW_KEY_NODES, "nodes", offsetof(struct cw_remote, w_nodes) },
+	{ CW_KEY_IPS, "ip", offsetof(struct cw_remote, w_ips) },
+	{ CW_KEY_IDENTITIES, "identities", offsetof(struct cw_remote, w_ids) },
+	{ CW_KEY_SERVICES, "services", offsetof(struct cw_remote, w_svcs) },
+};
+
+static bool watch_synced(const struct cw_kv_watch *w)
+{
+	struct cw_kv_watch_status st;
+
+	if (!w)
+		return false;
+	cw_kv_watch_get_status(w, &st);
+	return st.synced;
+}
+
+bool cw_remote_settled(const struct cw_remote *r, const char *prefix)
+{
+	char canary[160];
+
+	if (r->state != CW_REMOTE_CONNECTED)
+		return false;
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		const struct cw_kv_watch *w;
+
+		if (strncmp(prefix, kinds[i].prefix, strlen(kinds[i].prefix)) != 0)
+			continue;
+		w = *(struct cw_kv_watch *const *)((const char *)r + kinds[i].off);
+		if (!watch_synced(w))
+			return false;
+		if (!r->canaries)
+			return true;
+		snprintf(canary, sizeof(canary), CW_KEY_SYNCED "%s/cilium/state/%s/v1", r->name,
+			 kinds[i].kind);
+		return watch_synced(r->w_synced) && cw_kv_watch_lookup(r->w_synced, canary);
+	}
+	return false;
+}
+
+bool cw_remote_usable(const struct cw_remote *r)
+{
+	return r->state == CW_REMOTE_CONNECTED && !r->evicted;
+}
+
+struct cw_remote *cw_remote_by_id(struct cw_node *n, unsigned int id)
+{
+	for (struct cw_remote *r = n->remotes; r; r = r->next)
+		if (r->id == id && r->state != CW_REMOTE_REFUSED)
+			return r;
+	return NULL;
+}
+
+bool cw_cluster_pending(struct cw_node *n, unsigned int cluster_id, const char *prefix)
+{
+	struct cw_remote *r;
+
+	if (cluster_id == n->o.cluster_id)
+		return false;
+	r = cw_remote_by_id(n, cluster_id);
+	if (r)
+		return !r->evicted && !cw_remote_settled(r, prefix);
+	/* A configured cluster not reached yet may be the owner. */
+	for (r = n->remotes; r; r = r->next)
+		if (r->state == CW_REMOTE_CONNECTING && !r->id && !r->evicted)
+			return true;
+	return false;
+}
+
+/* "2026-11-23T21:07:47Z", as the mesh-apiserver writes it; -1 if not that. */
+static time_t heartbeat_time(const struct cw_kv_pair *kv)
+{
+	char buf[64];
+	struct tm tm = { 0 };
+	const char *end;
+
+	if (!kv || kv->value_len >= sizeof(buf))
+		return -1;
+	memcpy(buf, kv->value, kv->value_len);
+	buf[kv->value_len] = '\0';
+	end = strptime(buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	return end && !*end ? timegm(&tm) : -1;
+}
+
+/*
+ * Once a second: is the cluster reachable, its streams open and its
+ * heartbeat younger than the eviction timeout?  A cluster that has not
+ * been for --remote-eviction-timeout is evicted: its routes, endpoints and
+ * backends leave the maps (it was kept until then so that traffic kept
+ * flowing through a restart of its etcd).  It comes back by itself.
+ */
+static void on_health(struct cw_loop *loop, void *arg)
+{
+	struct cw_remote *r = arg;
+	struct cw_node *n = r->n;
+	int64_t now = cw_loop_now_ms(), limit = (int64_t)n->o.remote_eviction_s * 1000;
+	char why[256] = "";
+
+	(void)loop;
+	if (r->state == CW_REMOTE_REFUSED)
+		return; /* nothing of it is used anyway */
+	if (r->state == CW_REMOTE_CONNECTING) {
+		snprintf(why, sizeof(why), "not connected: %.200s", r->why);
+	} else {
+		struct cw_kv_watch *ws[] = { r->w_nodes, r->w_ips, r->w_ids, r->w_svcs, r->w_synced,
+					     r->w_heartbeat };
+		time_t hb = heartbeat_time(cw_kv_watch_lookup(r->w_heartbeat, CW_KEY_HEARTBEAT));
+
+		for (size_t i = 0; i < sizeof(ws) / sizeof(ws[0]) && !why[0]; i++) {
+			struct cw_kv_watch_status st;
+
+			cw_kv_watch_get_status(ws[i], &st);
+			if (!st.streaming)
+				snprintf(why, sizeof(why), "etcd unreachable: %.200s",
+					 st.error[0] ? st.error : "stream closed");
+		}
+		if (!why[0] && hb > 0 && time(NULL) - hb > n->o.remote_eviction_s)
+			snprintf(why, sizeof(why), "its heartbeat is %lld s old",
+				 (long long)(time(NULL) - hb));
+	}
+	if (!why[0]) {
+		if (r->lost_ms)
+			pr_info("cluster %s: healthy again%s", r->name,
+				r->evicted ? "; its state returns to the maps" : "");
+		r->lost_ms = 0;
+		r->lost_why[0] = '\0';
+		if (r->evicted) {
+			r->evicted = false;
+			cw_node_reconcile_soon(n);
+		}
+		return;
+	}
+	snprintf(r->lost_why, sizeof(r->lost_why), "%s", why);
+	if (!r->lost_ms) {
+		r->lost_ms = now;
+		pr_warn("cluster %s: %s; its last state is kept for %d s", r->name, why,
+			n->o.remote_eviction_s);
+	}
+	if (!r->evicted && now - r->lost_ms >= limit) {
+		r->evicted = true;
+		n->c.evictions++;
+		pr_warn("cluster %s: unreachable for %d s (%s): evicted, its routes and backends "
+			"are withdrawn", r->name, n->o.remote_eviction_s, why);
+		cw_node_reconcile_soon(n);
+	}
 }
 
 static struct cw_remote *remote_find(struct cw_node *n, const char *name)
@@ -196,6 +380,8 @@ static int remote_add(struct cw_node *n, const char *name, char *text, size_t le
 	r->file_text = text;
 	r->seen = true;
 	rc = cw_timer_add(n->loop, -1, 0, on_retry, r, &r->t_retry);
+	if (!rc)
+		rc = cw_timer_add(n->loop, 1000, 1000, on_health, r, &r->t_health);
 	if (rc) {
 		r->file_text = NULL;
 		remote_free(r);

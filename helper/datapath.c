@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
  * The BPF map writer and route keeper: makes the ipcache, tunnel and
- * endpoint maps, and the native routes, equal to what the mesh store says.
+ * endpoint maps, and the native routes, equal to what the mesh store says
+ * (the service maps: lb.c).
  *
  * Every reconcile computes the whole desired state from the mirrors and
  * writes only what differs, then deletes what is not desired.  Nothing is
@@ -188,6 +189,18 @@ static void want_node(const struct cw_kv_pair *kv, void *arg)
 	}
 }
 
+/* The ipcache entry of a valid ip/v1 record read from @cluster_id's store. */
+static struct cw_ipcache_info ip_entry(struct cw_node *n, const struct cw_ip_rec *r,
+				       unsigned int cluster_id)
+{
+	return (struct cw_ipcache_info){
+		.identity = r->identity,
+		.tunnel_ip = r->host_ip.s_addr != n->node_ip.s_addr && tunnel_to(n, r->host_ip) ?
+			     r->host_ip.s_addr : 0,
+		.cluster_id = (__u16)cluster_id,
+	};
+}
+
 static void want_ip(const struct cw_kv_pair *kv, void *arg)
 {
 	struct desired *d = arg;
@@ -222,12 +235,7 @@ static void want_ip(const struct cw_kv_pair *kv, void *arg)
 	d->ipc = p;
 	d->ipc[d->n_ipc++] = (struct want_lpm){
 		.key = { 32, r.ip.s_addr },
-		.v.ip = {
-			.identity = r.identity,
-			.tunnel_ip = r.host_ip.s_addr != n->node_ip.s_addr && tunnel_to(n, r.host_ip) ?
-				     r.host_ip.s_addr : 0,
-			.cluster_id = (__u16)d->cluster_id,
-		},
+		.v.ip = ip_entry(n, &r, d->cluster_id),
 	};
 }
 
@@ -245,26 +253,17 @@ typedef int (*keys_fn)(const struct cw_dp *dp, struct cw_lpm_key **keys, size_t 
 /*
  * Whether this reconcile may delete an entry owned by @cluster_id: the
  * local cluster's (its listing is complete), a connected remote's whose
- * listing is complete, or one no configured cluster owns any more.  A
- * remote that is configured but unreachable keeps its last state, so its
- * traffic keeps flowing.
+ * listing is complete and whose synced canaries are there, an evicted
+ * one's, or one no configured cluster owns any more.  A remote that is
+ * configured but unreachable keeps its last state until it is evicted, so
+ * its traffic keeps flowing.
  */
 static bool may_withdraw(struct cw_node *n, unsigned int cluster_id)
 {
 	if (cluster_id == n->o.cluster_id)
 		return true;
-	for (struct cw_remote *r = n->remotes; r; r = r->next) {
-		struct cw_kv_watch_status a, b;
-
-		if (r->id != cluster_id)
-			continue;
-		if (r->state != CW_REMOTE_CONNECTED)
-			return r->state != CW_REMOTE_CONNECTING;
-		cw_kv_watch_get_status(r->w_nodes, &a);
-		cw_kv_watch_get_status(r->w_ips, &b);
-		return a.synced && b.synced;
-	}
-	return true;
+	return !cw_cluster_pending(n, cluster_id, CW_KEY_NODES) &&
+	       !cw_cluster_pending(n, cluster_id, CW_KEY_IPS);
 }
 typedef int (*get_fn)(const struct cw_dp *dp, const struct cw_lpm_key *k, void *v);
 
@@ -330,6 +329,52 @@ static int sync_lpm(struct cw_node *n, const struct desired *d, int fd, struct w
 	return rc;
 }
 
+/*
+ * One pod's record changed: its ipcache entry is written at once, without
+ * a full reconcile (pod churn is the frequent event; a reconcile reads
+ * every record and every entry).  Before the first full reconcile, and
+ * for whatever this cannot judge, the full reconcile does it.
+ */
+void cw_datapath_ip_put(struct cw_node *n, unsigned int cluster_id, const struct cw_kv_pair *kv)
+{
+	struct cw_ipcache_info want, cur;
+	struct cw_ip_rec r;
+	char err[256];
+
+	if (!n->dp_synced) {
+		cw_node_reconcile_soon(n);
+		return;
+	}
+	if (cw_ip_rec_parse(kv->key, kv->value, kv->value_len, cluster_id, &r, err, sizeof(err)))
+		return; /* logged and counted by the watch; the entry stays as it was */
+	want = ip_entry(n, &r, cluster_id);
+	if (cw_ipcache_get(n->dp, r.ip.s_addr, 32, &cur) == 0 && memcmp(&cur, &want, sizeof(cur)) == 0)
+		return;
+	if (cw_ipcache_put(n->dp, r.ip.s_addr, 32, &want) == 0)
+		n->c.map_writes++;
+	else
+		cw_node_reconcile_soon(n);
+}
+
+void cw_datapath_ip_del(struct cw_node *n, unsigned int cluster_id, const struct cw_kv_pair *old)
+{
+	struct cw_ipcache_info cur;
+	struct in_addr ip;
+
+	if (!n->dp_synced) {
+		cw_node_reconcile_soon(n);
+		return;
+	}
+	if (!cw_addr4_parse(old->key + strlen(CW_KEY_IPS), &ip) ||
+	    cw_ipcache_get(n->dp, ip.s_addr, 32, &cur))
+		return;
+	/* Another cluster's entry for the same address is not this delete's to take. */
+	if (cur.cluster_id != cluster_id || !may_withdraw(n, cluster_id))
+		return;
+	if (cw_ipcache_delete(n->dp, ip.s_addr, 32) == 0)
+		n->c.map_deletes++;
+}
+
 int cw_datapath_reconcile(struct cw_node *n)
 {
 	struct cw_kv_watch_status sn, si, sd;
@@ -350,7 +395,7 @@ int cw_datapath_reconcile(struct cw_node *n)
 	cw_kv_watch_foreach(n->w_nodes, want_node, &d);
 	cw_kv_watch_foreach(n->w_ips, want_ip, &d);
 	for (struct cw_remote *r = n->remotes; r; r = r->next) {
-		if (r->state != CW_REMOTE_CONNECTED)
+		if (!cw_remote_usable(r))
 			continue;
 		d.cluster = r->name;
 		d.cluster_id = r->id;
@@ -377,7 +422,7 @@ int cw_datapath_reconcile(struct cw_node *n)
 	bool prune = true;
 
 	for (struct cw_remote *r = n->remotes; r; r = r->next)
-		if (r->state == CW_REMOTE_CONNECTING)
+		if (r->state != CW_REMOTE_REFUSED && !r->evicted && !cw_remote_settled(r, CW_KEY_NODES))
 			prune = false;
 	rc = cw_routes_sync(n->nl, n->underlay_ifindex, d.routes, d.n_routes, prune, &added,
 			    &deleted);
@@ -387,6 +432,8 @@ int cw_datapath_reconcile(struct cw_node *n)
 		cw_node_error(n, "datapath: route sync: %s", strerror(-rc));
 	for (struct cw_local_ep *e = n->eps; e; e = e->next)
 		cw_datapath_update_endpoint(n, e);
+	if (cw_lb_reconcile(n) && !rc)
+		rc = -EIO;
 	n->c.reconciles++;
 	n->dp_synced = true;
 	n->last_reconcile_ms = cw_loop_now_ms();

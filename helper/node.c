@@ -30,9 +30,13 @@
 #include <causeway/netlink.h>
 #include <causeway/util.h>
 #include "node.h"
+#include "services.h"
 
 #define PUBLISH_BACKOFF_BASE_MS 200
 #define PUBLISH_BACKOFF_CAP_MS 10000
+#define CW_CT_GC_PERIOD_MS 30000
+/* A full reconcile now and then puts back what someone removed behind our back. */
+#define CW_RESYNC_PERIOD_MS 60000
 
 const char *cw_routing_name(enum cw_routing r)
 {
@@ -694,6 +698,47 @@ static void on_pods_synced(struct cw_k8s_informer *inf, void *arg)
 	cw_node_publish_soon(arg);
 }
 
+/*
+ * Services and EndpointSlices: checked once per change here, so one that
+ * does not parse is logged and counted once; lb.c skips it.
+ */
+static void on_service_obj(struct cw_k8s_informer *inf, enum cw_k8s_event_type type,
+			   const cJSON *obj, const cJSON *old, void *arg)
+{
+	struct cw_node *n = arg;
+	char err[256], ns[CW_SVC_NAME_MAX + 1], name[CW_SVC_NAME_MAX + 1];
+	int rc = 0;
+
+	(void)old;
+	if (type != CW_K8S_DELETED) {
+		if (inf == n->i_services) {
+			struct cw_svc svc;
+
+			rc = cw_svc_from_k8s(obj, &svc, err, sizeof(err));
+		} else {
+			struct cw_svc_bes bes = { 0 };
+
+			rc = cw_epslice_parse(obj, ns, sizeof(ns), name, sizeof(name),
+					      (uint16_t)n->o.cluster_id, &bes, err, sizeof(err));
+			cw_svc_bes_clear(&bes);
+		}
+	}
+	if (rc) {
+		char key[CW_K8S_KEY_MAX] = "?";
+
+		cw_k8s_object_key(obj, key, sizeof(key), NULL, 0);
+		n->c.invalid_services++;
+		pr_warn("kubernetes: ignoring %s %s: %s", cw_k8s_informer_path(inf), key, err);
+	}
+	cw_node_reconcile_soon(n);
+}
+
+static void on_services_synced(struct cw_k8s_informer *inf, void *arg)
+{
+	(void)inf;
+	cw_node_reconcile_soon(arg);
+}
+
 static int k8s_start(struct cw_node *n)
 {
 	struct cw_k8s_config cfg = { .url = n->o.k8s_api, .token_file = n->o.k8s_token_file,
@@ -719,7 +764,17 @@ static int k8s_start(struct cw_node *n)
 		return rc;
 	snprintf(pod_sel, sizeof(pod_sel), "spec.nodeName=%s", n->o.node_name);
 	io = (struct cw_k8s_informer_opts){ "/api/v1/pods", pod_sel, NULL, on_pod, on_pods_synced, n };
-	return cw_k8s_informer_new(n->k8s, &io, &n->i_pods);
+	rc = cw_k8s_informer_new(n->k8s, &io, &n->i_pods);
+	if (rc)
+		return rc;
+	io = (struct cw_k8s_informer_opts){ "/api/v1/services", NULL, NULL, on_service_obj,
+					    on_services_synced, n };
+	rc = cw_k8s_informer_new(n->k8s, &io, &n->i_services);
+	if (rc)
+		return rc;
+	io = (struct cw_k8s_informer_opts){ "/apis/discovery.k8s.io/v1/endpointslices", NULL, NULL,
+					    on_service_obj, on_services_synced, n };
+	return cw_k8s_informer_new(n->k8s, &io, &n->i_slices);
 }
 
 /* --- mesh store watches -------------------------------------------------------- */
@@ -750,6 +805,17 @@ bool cw_mesh_record_ok(struct cw_node *n, const char *cluster, unsigned int clus
 		rc = cw_identity_key_parse(kv->key, &id);
 		if (rc)
 			snprintf(err, sizeof(err), "key is not id/<number>");
+		else if (!cw_identity_in_cluster(id, cluster_id)) {
+			snprintf(err, sizeof(err), "identity %u is outside cluster %u's range",
+				 (unsigned int)id, cluster_id);
+			rc = -EINVAL;
+		}
+	} else if (strncmp(kv->key, CW_KEY_SERVICES, strlen(CW_KEY_SERVICES)) == 0) {
+		struct cw_svc_rec r;
+
+		rc = cw_svc_rec_parse(kv->key, kv->value, kv->value_len, cluster, cluster_id, &r,
+				      err, sizeof(err));
+		cw_svc_rec_clear(&r);
 	}
 	if (rc) {
 		n->c.invalid_records++;
@@ -763,7 +829,11 @@ static void on_mesh_put(void *arg, const struct cw_kv_pair *kv, const struct cw_
 	struct cw_node *n = arg;
 
 	(void)old;
-	if (cw_mesh_record_ok(n, n->o.cluster, n->o.cluster_id, kv))
+	if (!cw_mesh_record_ok(n, n->o.cluster, n->o.cluster_id, kv))
+		return;
+	if (strncmp(kv->key, CW_KEY_IPS, strlen(CW_KEY_IPS)) == 0)
+		cw_datapath_ip_put(n, n->o.cluster_id, kv);
+	else
 		cw_node_reconcile_soon(n);
 }
 
@@ -788,7 +858,10 @@ static void on_mesh_del(void *arg, const struct cw_kv_pair *old)
 				cw_node_publish_soon(n);
 			}
 		}
-	cw_node_reconcile_soon(n);
+	if (strncmp(old->key, CW_KEY_IPS, strlen(CW_KEY_IPS)) == 0)
+		cw_datapath_ip_del(n, n->o.cluster_id, old);
+	else
+		cw_node_reconcile_soon(n);
 }
 
 static void on_mesh_synced(void *arg)
@@ -841,6 +914,31 @@ static void on_reconcile(struct cw_loop *loop, void *arg)
 	cw_datapath_reconcile(arg);
 }
 
+/*
+ * Service conntrack: the LRU evicts under pressure anyway; collecting what
+ * expired keeps `bpftool map dump` honest and the room free.
+ */
+static void on_ct_gc(struct cw_loop *loop, void *arg)
+{
+	struct cw_node *n = arg;
+	size_t deleted = 0;
+	int rc;
+
+	(void)loop;
+	if (!n->dp)
+		return;
+	rc = cw_lb4_ct_gc(n->dp, cw_lb4_ct_clock(), &deleted);
+	n->c.ct_collected += deleted;
+	if (rc)
+		pr_warn("services: conntrack gc: %s", strerror(-rc));
+}
+
+static void on_resync(struct cw_loop *loop, void *arg)
+{
+	(void)loop;
+	cw_node_reconcile_soon(arg);
+}
+
 static void read_boot_id(struct cw_node *n)
 {
 	char *buf = NULL;
@@ -858,6 +956,8 @@ static void node_free(struct cw_node *n)
 	cw_clusters_stop(n);
 	cw_k8s_informer_free(n->i_pods);
 	cw_k8s_informer_free(n->i_namespaces);
+	cw_k8s_informer_free(n->i_services);
+	cw_k8s_informer_free(n->i_slices);
 	cw_k8s_informer_free(n->i_node);
 	cw_k8s_free(n->k8s);
 	cw_kv_watch_free(n->w_nodes);
@@ -868,6 +968,9 @@ static void node_free(struct cw_node *n)
 	cw_timer_del(n->t_lease);
 	cw_timer_del(n->t_publish);
 	cw_timer_del(n->t_reconcile);
+	cw_timer_del(n->t_ct_gc);
+	cw_timer_del(n->t_resync);
+	cw_lb_clear(&n->lb);
 	cw_io_del(n->inotify_io);
 	cw_close(n->inotify_fd);
 	while (n->eps) {
@@ -904,7 +1007,11 @@ int cw_node_main(const struct cw_node_opts *o)
 	if ((rc = cw_timer_add(n.loop, -1, (int64_t)o->lease_ttl * 1000 / 3, on_lease, &n,
 			       &n.t_lease)) ||
 	    (rc = cw_timer_add(n.loop, -1, 0, on_publish, &n, &n.t_publish)) ||
-	    (rc = cw_timer_add(n.loop, -1, 0, on_reconcile, &n, &n.t_reconcile)))
+	    (rc = cw_timer_add(n.loop, -1, 0, on_reconcile, &n, &n.t_reconcile)) ||
+	    (rc = cw_timer_add(n.loop, CW_CT_GC_PERIOD_MS, CW_CT_GC_PERIOD_MS, on_ct_gc, &n,
+			       &n.t_ct_gc)) ||
+	    (rc = cw_timer_add(n.loop, CW_RESYNC_PERIOD_MS, CW_RESYNC_PERIOD_MS, on_resync, &n,
+			       &n.t_resync)))
 		goto out;
 	cw_loop_signal(n.loop, SIGTERM, on_signal, &n);
 	cw_loop_signal(n.loop, SIGINT, on_signal, &n);

@@ -83,13 +83,45 @@ struct cw_remote {
 	char *file_text;              /* the config it was connected with */
 	struct cw_etcd_conf conf;
 	struct cw_kv *kv;
-	struct cw_kv_watch *w_nodes, *w_ips;
+	struct cw_kv_watch *w_nodes, *w_ips, *w_ids, *w_svcs, *w_synced, *w_heartbeat;
+	bool canaries;                /* its cluster-config promises synced canaries */
 	enum cw_remote_state state;
 	char why[384];
-	struct cw_timer *t_retry;
+	struct cw_timer *t_retry, *t_health;
 	unsigned int attempt;
+	/*
+	 * Eviction: since when it has been unreachable (or its heartbeat
+	 * stale; 0 while healthy), and whether its last state has been
+	 * withdrawn for being so longer than --remote-eviction-timeout.
+	 */
+	int64_t lost_ms;
+	bool evicted;
+	char lost_why[256];
 	bool seen;                    /* marked by a directory rescan */
 	struct cw_remote *next;
+};
+
+/*
+ * One frontend as programmed in the service maps: its key, its reverse
+ * NAT id (stable for the frontend's life, so conntrack keeps meaning the
+ * same thing across reconciles and restarts), its slots, and the service
+ * it belongs to for the CLI.
+ */
+struct cw_lb_fe {
+	struct cw_lb4_key key;
+	uint16_t id;
+	uint16_t flags;               /* CW_LB_F_* */
+	struct cw_lb4_backend *slots;
+	size_t n;
+	char ns[64], name[64];        /* "" when adopted from the maps and not seen since */
+	char port_name[64];
+	uint8_t affinity;             /* enum cw_affinity */
+	bool shared;
+};
+
+struct cw_lb_table {
+	struct cw_lb_fe *v;           /* sorted by key */
+	size_t n, cap;
 };
 
 /* An ip/v1 key to delete once etcd is reachable. */
@@ -105,6 +137,10 @@ struct cw_node_counters {
 	uint64_t route_adds, route_deletes;
 	uint64_t publish_errors;
 	uint64_t identities_allocated;
+	uint64_t invalid_services;    /* Service or EndpointSlice objects that do not parse */
+	uint64_t lb_writes, lb_removes;
+	uint64_t ct_collected;        /* conntrack entries removed by the periodic GC */
+	uint64_t evictions;           /* remote clusters withdrawn for being unreachable */
 };
 
 struct cw_node {
@@ -124,7 +160,7 @@ struct cw_node {
 
 	/* Kubernetes */
 	struct cw_k8s *k8s;
-	struct cw_k8s_informer *i_node, *i_pods, *i_namespaces;
+	struct cw_k8s_informer *i_node, *i_pods, *i_namespaces, *i_services, *i_slices;
 
 	/* what this node is */
 	struct in_addr node_ip;
@@ -151,6 +187,10 @@ struct cw_node {
 	unsigned int underlay_mtu;
 	bool dp_ready;                /* VXLAN device and config map in place */
 	bool dp_synced;               /* the first full reconcile has run */
+	struct cw_lb_table lb;        /* the service maps' content */
+	bool lb_loaded;               /* lb read back from the maps (once, or after an error) */
+	uint16_t lb_next_id;          /* where the search for a free reverse NAT id starts */
+	struct cw_timer *t_ct_gc, *t_resync;
 	int64_t last_reconcile_ms;
 
 	/* API */
@@ -181,11 +221,37 @@ void cw_node_error(struct cw_node *n, const char *fmt, ...);
 int cw_datapath_setup(struct cw_node *n);
 int cw_datapath_reconcile(struct cw_node *n);
 void cw_datapath_update_endpoint(struct cw_node *n, const struct cw_local_ep *ep);
+/* One ip/v1 record of @cluster_id put or deleted: its ipcache entry, now. */
+void cw_datapath_ip_put(struct cw_node *n, unsigned int cluster_id, const struct cw_kv_pair *kv);
+void cw_datapath_ip_del(struct cw_node *n, unsigned int cluster_id, const struct cw_kv_pair *old);
 
 /* clusters.c */
 int cw_clusters_start(struct cw_node *n);
 void cw_clusters_stop(struct cw_node *n);
 const char *cw_remote_state_name(enum cw_remote_state s);
+/*
+ * Whether @r's mirrors of @prefix are complete: listed, and (when its
+ * cluster-config promises them) its synced canary for that kind present.
+ * Until then nothing of it is withdrawn.
+ */
+bool cw_remote_settled(const struct cw_remote *r, const char *prefix);
+/* Whether @r's state counts at all: configured, read, and not evicted. */
+bool cw_remote_usable(const struct cw_remote *r);
+/*
+ * Whether what the maps hold for @cluster_id's @prefix records must stay as
+ * it is because its owner has not been read completely yet: a remote that
+ * is configured, not evicted and not settled, or, for an id no remote has
+ * claimed, some configured remote not reached yet (it may be the owner).
+ */
+bool cw_cluster_pending(struct cw_node *n, unsigned int cluster_id, const char *prefix);
+/* The remote cluster of id @id, or NULL. */
+struct cw_remote *cw_remote_by_id(struct cw_node *n, unsigned int id);
+
+/* lb.c: the service maps */
+int cw_lb_reconcile(struct cw_node *n);
+void cw_lb_clear(struct cw_lb_table *t);
+/* The name of cluster @id as this node knows it ("" when unknown). */
+const char *cw_cluster_name_of(struct cw_node *n, unsigned int id);
 
 /* api.c */
 int cw_api_start(struct cw_node *n);
