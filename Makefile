@@ -115,7 +115,14 @@ $(BUILD)/fuzz_etcdconf: test/fuzz/fuzz_etcdconf.c helper/etcdconf.c helper/etcdc
 	$(CLANG) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	  -Iinclude -Ihelper $(PKG_CFLAGS) -o $@ test/fuzz/fuzz_etcdconf.c $(PKG_LIBS) -lm
 
-tests: $(BUILD)/fuzz_records $(BUILD)/fuzz_etcdconf
+# The services/v1 record, and the Service and EndpointSlice readers.
+$(BUILD)/fuzz_services: test/fuzz/fuzz_services.c helper/services.c helper/services.h \
+			helper/records.c helper/records.h lib/addr.c
+	@mkdir -p $(@D)
+	$(CLANG) -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	  -Iinclude -Ihelper $(PKG_CFLAGS) -o $@ test/fuzz/fuzz_services.c $(PKG_LIBS) -lm
+
+tests: $(BUILD)/fuzz_records $(BUILD)/fuzz_etcdconf $(BUILD)/fuzz_services
 
 deps:
 	./scripts/deps.sh

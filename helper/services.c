@@ -40,7 +40,7 @@ static const cJSON *field(const cJSON *o, const char *name)
 	return cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, name) : NULL;
 }
 
-static const char *str_field(const cJSON *o, const char *name)
+static const char *str_of(const cJSON *o, const char *name)
 {
 	const cJSON *v = field(o, name);
 
@@ -144,15 +144,15 @@ void cw_svc_bes_clear(struct cw_svc_bes *b)
  */
 static const char *annotation(const cJSON *ann, const char *name, const char *alias)
 {
-	const char *v = str_field(ann, name);
+	const char *v = str_of(ann, name);
 
-	return v ? v : str_field(ann, alias);
+	return v ? v : str_of(ann, alias);
 }
 
 int cw_svc_from_k8s(const cJSON *obj, struct cw_svc *out, char *err, size_t errlen)
 {
 	const cJSON *meta = field(obj, "metadata"), *spec = field(obj, "spec"), *ports, *p, *ann;
-	const char *ns = str_field(meta, "namespace"), *name = str_field(meta, "name"), *ip, *v;
+	const char *ns = str_of(meta, "namespace"), *name = str_of(meta, "name"), *ip, *v;
 	size_t i = 0;
 
 	memset(out, 0, sizeof(*out));
@@ -167,7 +167,7 @@ int cw_svc_from_k8s(const cJSON *obj, struct cw_svc *out, char *err, size_t errl
 
 	if (!unset(field(spec, "clusterIP")) && !cJSON_IsString(field(spec, "clusterIP")))
 		return ERR("Service %s/%s: spec.clusterIP is not a string", ns, name);
-	ip = str_field(spec, "clusterIP");
+	ip = str_of(spec, "clusterIP");
 	if (ip && *ip && strcmp(ip, "None") != 0 &&
 	    (!cw_addr4_parse(ip, &out->cluster_ip) || !unicast(out->cluster_ip))) {
 		out->cluster_ip.s_addr = 0;
@@ -315,7 +315,7 @@ int cw_epslice_parse(const cJSON *obj, char *ns, size_t ns_len, char *svc, size_
 		     uint16_t cluster_id, struct cw_svc_bes *out, char *err, size_t errlen)
 {
 	const cJSON *meta = field(obj, "metadata"), *eps, *ep;
-	const char *nsv = str_field(meta, "namespace"), *type = str_field(obj, "addressType"), *label;
+	const char *nsv = str_of(meta, "namespace"), *type = str_of(obj, "addressType"), *label;
 	size_t before = out->n, i = 0, n_ports = 0;
 	struct slice_port *ports = NULL;
 	int rc;
@@ -332,7 +332,7 @@ int cw_epslice_parse(const cJSON *obj, char *ns, size_t ns_len, char *svc, size_
 	/* FQDN slices, IPv6 slices (and future types) are not ours to balance. */
 	if (!type || strcmp(type, "IPv4") != 0)
 		return 0;
-	label = str_field(field(meta, "labels"), SLICE_LABEL);
+	label = str_of(field(meta, "labels"), SLICE_LABEL);
 	if (!label)
 		return 0;
 	if (!dns_label_valid(label))
@@ -562,7 +562,7 @@ static int rec_backends(const cJSON *backends, const char *what, struct cw_svc_r
 		if (!cJSON_IsObject(b))
 			return ERR("%s: backends[%s] is not an object", what, b->string);
 		cJSON_ArrayForEach(p, b) {
-			const char *proto = str_field(p, "Protocol");
+			const char *proto = str_of(p, "Protocol");
 
 			if (!p->string || strlen(p->string) > CW_SVC_PORT_NAME_MAX)
 				return ERR("%s: backends[%s]: port name too long", what, b->string);
@@ -614,9 +614,9 @@ int cw_svc_rec_parse(const char *key, const char *buf, size_t len, const char *c
 		rc = ERR("%s: not a JSON object", what);
 		goto fail;
 	}
-	clu = str_field(o, "cluster");
-	ns = str_field(o, "namespace");
-	name = str_field(o, "name");
+	clu = str_of(o, "cluster");
+	ns = str_of(o, "namespace");
+	name = str_of(o, "name");
 	if (!clu || strcmp(clu, cluster) != 0) {
 		rc = ERR("%s: cluster \"%s\" is not \"%s\"", what, clu ? clu : "", cluster);
 		goto fail;
