@@ -297,8 +297,15 @@ static time_t heartbeat_time(const struct cw_kv_pair *kv)
 }
 
 /*
+ * A heartbeat is rewritten every 60 s by the cluster's mesh-apiserver; one
+ * older than two periods means nobody keeps that store up to date (its
+ * mesh-apiserver is gone, or the store hangs without closing our streams).
+ */
+#define CW_HEARTBEAT_STALE_S 120
+
+/*
  * Once a second: is the cluster reachable, its streams open and its
- * heartbeat younger than the eviction timeout?  A cluster that has not
+ * heartbeat fresh?  A cluster that has not
  * been for --remote-eviction-timeout is evicted: its routes, endpoints and
  * backends leave the maps (it was kept until then so that traffic kept
  * flowing through a restart of its etcd).  It comes back by itself.
@@ -328,9 +335,9 @@ static void on_health(struct cw_loop *loop, void *arg)
 				snprintf(why, sizeof(why), "etcd unreachable: %.200s",
 					 st.error[0] ? st.error : "stream closed");
 		}
-		if (!why[0] && hb > 0 && time(NULL) - hb > n->o.remote_eviction_s)
-			snprintf(why, sizeof(why), "its heartbeat is %lld s old",
-				 (long long)(time(NULL) - hb));
+		if (!why[0] && hb > 0 && time(NULL) - hb > CW_HEARTBEAT_STALE_S)
+			snprintf(why, sizeof(why), "its heartbeat is %lld s old (stale after %d s)",
+				 (long long)(time(NULL) - hb), CW_HEARTBEAT_STALE_S);
 	}
 	if (!why[0]) {
 		if (r->lost_ms)

@@ -95,8 +95,8 @@ static const char node_usage[] =
 	"\nWithout --k8s-api the in-cluster configuration is used.  --node-ip and --pod-cidr\n"
 	"override the Node object's InternalIP and spec.podCIDR.  --clustermesh-config is a\n"
 	"directory with one etcd config per remote cluster, named after it (read-only).\n"
-	"A remote cluster unreachable (or whose heartbeat is older) than\n"
-	"--remote-eviction-timeout (default 120) has its routes and backends withdrawn.\n";
+	"A remote cluster unreachable, or whose heartbeat is older than 120 s, for\n"
+	"--remote-eviction-timeout seconds (default 120) has its routes and backends withdrawn.\n";
 
 static int run_node(int argc, char **argv)
 {
