@@ -318,6 +318,7 @@ static cJSON *clusters_doc(struct cw_node *n)
 						   cw_remote_settled(r, CW_KEY_SERVICES));
 		cJSON_AddBoolToObject(o, "evicted", r->evicted);
 		cJSON_AddStringToObject(o, "unhealthy", r->lost_why);
+		cJSON_AddStringToObject(o, "podCIDROverlap", r->overlap);
 		if (r->lost_ms && !r->evicted) {
 			int64_t left = (int64_t)n->o.remote_eviction_s * 1000 -
 				       (cw_loop_now_ms() - r->lost_ms);

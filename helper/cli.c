@@ -342,6 +342,8 @@ int cw_cli_clusters(const struct cw_cli_opts *o)
 		printf("  %.0f nodes, %.0f endpoints, %.0f identities, %.0f services; %s\n",
 		       jnum(it, "nodes"), jnum(it, "endpoints"), jnum(it, "identities"),
 		       jnum(it, "services"), jbool(it, "synced") ? "synced" : "NOT synced");
+		if (*jstr(it, "podCIDROverlap"))
+			printf("  WARNING: %s\n", jstr(it, "podCIDROverlap"));
 		if (jbool(it, "evicted"))
 			printf("  EVICTED (its routes and backends are withdrawn): %s\n",
 			       jstr(it, "unhealthy"));

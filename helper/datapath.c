@@ -124,7 +124,16 @@ struct desired {
 	/* pod IPs whose record is present but invalid: their entries stay as they are */
 	__be32 *keep;
 	size_t n_keep, cap_keep;
+	/* every node's PodCIDR, ours included, to find overlaps between clusters */
+	struct cidr_owner *cidrs;
+	size_t n_cidrs, cap_cidrs;
 	int err;
+};
+
+struct cidr_owner {
+	struct cw_prefix4 p;
+	unsigned int cluster_id;
+	char node[64];
 };
 
 static void *grow(void *arr, size_t *cap, size_t n, size_t size, int *err)
@@ -167,8 +176,15 @@ static void want_node(const struct cw_kv_pair *kv, void *arg)
 	if (d->err || cw_node_rec_parse(kv->key, kv->value, kv->value_len, d->cluster,
 					 d->cluster_id, &r, err, sizeof(err)))
 		return;
-	if ((d->cluster_id == n->o.cluster_id && strcmp(r.name, n->o.node_name) == 0) ||
-	    !r.pod_cidr.len)
+	if (!r.pod_cidr.len)
+		return;
+	p = grow(d->cidrs, &d->cap_cidrs, d->n_cidrs, sizeof(*d->cidrs), &d->err);
+	if (!p)
+		return;
+	d->cidrs = p;
+	d->cidrs[d->n_cidrs] = (struct cidr_owner){ r.pod_cidr, d->cluster_id, "" };
+	snprintf(d->cidrs[d->n_cidrs++].node, sizeof(d->cidrs[0].node), "%.63s", r.name);
+	if (d->cluster_id == n->o.cluster_id && strcmp(r.name, n->o.node_name) == 0)
 		return;
 	if (tunnel_to(n, r.internal_ip)) {
 		p = grow(d->tun, &d->cap_tun, d->n_tun, sizeof(*d->tun), &d->err);
@@ -246,6 +262,58 @@ static int cmp_key(const void *a, const void *b)
 	if (x->prefixlen != y->prefixlen)
 		return x->prefixlen < y->prefixlen ? -1 : 1;
 	return x->ip4 < y->ip4 ? -1 : x->ip4 > y->ip4;
+}
+
+static int cmp_cidr(const void *a, const void *b)
+{
+	uint32_t x = cw_prefix4_first(&((const struct cidr_owner *)a)->p);
+	uint32_t y = cw_prefix4_first(&((const struct cidr_owner *)b)->p);
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * PodCIDRs of two clusters that overlap make some pods unreachable (the
+ * longest prefix wins, or the last writer for equal ones): each remote
+ * involved says so in `causeway-helper clusters`, and the log says it once.
+ */
+static void report_overlaps(struct cw_node *n, struct desired *d)
+{
+	const struct cidr_owner *widest = NULL;
+
+	for (struct cw_remote *r = n->remotes; r; r = r->next)
+		r->overlap_new[0] = '\0';
+	qsort(d->cidrs, d->n_cidrs, sizeof(*d->cidrs), cmp_cidr);
+	for (size_t i = 0; i < d->n_cidrs; i++) {
+		const struct cidr_owner *c = &d->cidrs[i];
+
+		if (widest && cw_prefix4_first(&c->p) <= cw_prefix4_last(&widest->p) &&
+		    c->cluster_id != widest->cluster_id) {
+			const struct cidr_owner *pair[2] = { widest, c };
+
+			for (int k = 0; k < 2; k++) {
+				struct cw_remote *r = cw_remote_by_id(n, pair[k]->cluster_id);
+				const struct cidr_owner *o = pair[1 - k];
+				char a[16], b[16];
+
+				if (!r || r->overlap_new[0])
+					continue;
+				cw_addr4_str(pair[k]->p.addr, a);
+				cw_addr4_str(o->p.addr, b);
+				snprintf(r->overlap_new, sizeof(r->overlap_new),
+					 "PodCIDR %s/%u of node %s overlaps %s/%u of node %s of cluster %s",
+					 a, pair[k]->p.len, pair[k]->node, b, o->p.len, o->node,
+					 cw_cluster_name_of(n, o->cluster_id));
+			}
+		}
+		if (!widest || cw_prefix4_last(&c->p) > cw_prefix4_last(&widest->p))
+			widest = c;
+	}
+	for (struct cw_remote *r = n->remotes; r; r = r->next) {
+		if (strcmp(r->overlap, r->overlap_new) && r->overlap_new[0])
+			pr_warn("cluster %s: %s", r->name, r->overlap_new);
+		memcpy(r->overlap, r->overlap_new, sizeof(r->overlap));
+	}
 }
 
 typedef int (*keys_fn)(const struct cw_dp *dp, struct cw_lpm_key **keys, size_t *n);
@@ -406,6 +474,7 @@ int cw_datapath_reconcile(struct cw_node *n)
 		rc = d.err;
 		goto out;
 	}
+	report_overlaps(n, &d);
 	/* cmp_key sorts want_lpm by its first member, the key. */
 	rc = sync_lpm(n, &d, n->dp->map_tunnel, d.tun, d.n_tun, sizeof(struct cw_tunnel_info),
 		      get_tunnel, cw_tunnel_keys, false);
@@ -442,5 +511,6 @@ out:
 	free(d.keep);
 	free(d.tun);
 	free(d.routes);
+	free(d.cidrs);
 	return rc;
 }

@@ -97,6 +97,7 @@ struct cw_remote {
 	int64_t lost_ms;
 	bool evicted;
 	char lost_why[256];
+	char overlap[256], overlap_new[256];  /* a PodCIDR overlap found by the last reconcile */
 	bool seen;                    /* marked by a directory rescan */
 	struct cw_remote *next;
 };
