@@ -4,7 +4,7 @@ service's ClusterIP against the same backend by pod IP, with 2 services and
 with --services (10,000) loaded, and against kube-proxy-style iptables DNAT
 for the same services, in the same run.
 
-Three pairs of node namespaces, each pair joined by an underlay veth with
+Four pairs of node namespaces, each pair joined by an underlay veth with
 VXLAN over it; on node 1 of each pair a client pod and a backend pod, on
 node 2 a second backend pod:
 
@@ -18,7 +18,8 @@ node 2 a second backend pod:
   kp-N  no Causeway: pods wired by the reference plugins (ptp + host-local),
         flannel-style plain VXLAN between the nodes, and on both nodes the
         same N services as kube-proxy's iptables mode writes them
-        (iptables-restore), the measured service ports last in KUBE-SERVICES.
+        (iptables-restore), the measured service ports last in KUBE-SERVICES;
+  ptp-0 the same ptp nodes without any rule: the reference for kp-N.
 
 Each round measures, client pod -> backend, same-node and cross-node, with
 the order of the paths reversed every other round:
@@ -32,7 +33,7 @@ Ratios are medians of the per-round ratios.  Clients on CPU 0, servers on
 CPU 1.  Everything made is removed at the end, also on failure or Ctrl-C.
 
 Usage: services.py [--rounds N] [--seconds S] [--services N] [--quick] [--json FILE]
-(defaults: 5 rounds of 2 s per measurement, 10,000 services: about 5 minutes)
+(defaults: 5 rounds of 2 s per measurement, 10,000 services: about 6 minutes)
 """
 
 import argparse
@@ -74,7 +75,8 @@ OTHER_BE_PORT = 8080
 CLUSTER_CIDR = "10.249.0.0/16"       # every pod of the benchmark; kube-proxy's --cluster-cidr
 CIDRS = {"cw-2": ("10.249.1.0/24", "10.249.2.0/24"),
          "cw-N": ("10.249.3.0/24", "10.249.4.0/24"),
-         "kp-N": ("10.249.5.0/24", "10.249.6.0/24")}
+         "kp-N": ("10.249.5.0/24", "10.249.6.0/24"),
+         "ptp-0": ("10.249.7.0/24", "10.249.8.0/24")}
 UNDERLAY = ("192.168.77.1", "192.168.77.2")  # tunnel_netns.py's, inside each pair only
 KP_VXLAN = "cwb_vxlan"
 CRR_MSG = 64  # bytes each way
@@ -282,7 +284,7 @@ class BareSide:
 
     def __init__(self, label, underlay_ip, pod_cidr):
         self.label = label
-        self.node = cwlib.Node(f"kp-{label}")
+        self.node = cwlib.Node(label)
         self.underlay_ip = underlay_ip
         self.pod_cidr = pod_cidr
 
@@ -298,18 +300,18 @@ class BareSide:
         return pod
 
 
-class KubeProxyPair:
+class PtpPair:
     """Two nodes with pods wired by ptp + host-local, plain VXLAN between them
     (static FDB, neighbour and route entries: flannel's vxlan backend by
-    hand), kube-proxy's iptables rules on both."""
+    hand); kp-N gets kube-proxy's iptables rules on both (load), ptp-0
+    none."""
 
-    name = "kp-N"
-
-    def __init__(self, sides):
-        cidr_a, cidr_b = CIDRS[self.name]
-        self.a = BareSide("1", UNDERLAY[0], cidr_a)
+    def __init__(self, name, sides):
+        self.name = name
+        cidr_a, cidr_b = CIDRS[name]
+        self.a = BareSide(f"{name}-1", UNDERLAY[0], cidr_a)
         sides.append(self.a)
-        self.b = BareSide("2", UNDERLAY[1], cidr_b)
+        self.b = BareSide(f"{name}-2", UNDERLAY[1], cidr_b)
         sides.append(self.b)
         self.nodes = (self.a, self.b)
 
@@ -352,7 +354,7 @@ class KubeProxyPair:
                                  timeout=300)
             worst = max(worst, time.monotonic() - t0)
             if res.returncode != 0:
-                raise RuntimeError(f"kp-N node {s.label}: iptables-restore exited "
+                raise RuntimeError(f"{self.name} node {s.label}: iptables-restore exited "
                                    f"{res.returncode}: {res.stderr.strip()[-500:]}")
         return worst
 
@@ -470,7 +472,8 @@ def tcp_crr(client_ns, ip, port, seconds, cpu):
 
 # What each round measures, per scene (same-node, cross-node): setup, and
 # whether through the ClusterIP or to the backend pod directly.
-PATHS = (("cw-2", "svc"), ("cw-2", "pod"), ("cw-N", "svc"), ("kp-N", "svc"), ("kp-N", "pod"))
+PATHS = (("cw-2", "svc"), ("cw-2", "pod"), ("cw-N", "svc"), ("kp-N", "svc"), ("kp-N", "pod"),
+         ("ptp-0", "pod"))
 SCENES = ("same", "cross")
 METRICS = (("rr", "rr_per_s", "TCP RR", "round trips/s"),
            ("crr", "crr_per_s", "TCP CRR", "connections/s"))
@@ -493,8 +496,12 @@ def comparisons(n):
          f"Causeway's ClusterIP with {n} services loaded against with 2"),
         ("Causeway / iptables", ("cw-N", "svc"), ("kp-N", "svc"), 1.0,
          f"ClusterIP with {n} services: Causeway against kube-proxy's iptables (ptp pods)"),
-        ("iptables ClusterIP / pod IP", ("kp-N", "svc"), ("kp-N", "pod"), None,
-         "kube-proxy's own cost, for reference: ClusterIP against the pod IP on the ptp nodes"),
+        ("iptables ClusterIP / plain ptp", ("kp-N", "svc"), ("ptp-0", "pod"), None,
+         f"for reference, what kube-proxy's rules cost: kp-N's ClusterIP against the pod IP "
+         f"on ptp nodes without them"),
+        ("iptables pod IP / plain ptp", ("kp-N", "pod"), ("ptp-0", "pod"), None,
+         "for reference, the same for traffic to the pod IP: every new connection walks "
+         "KUBE-SERVICES, whatever its destination"),
     )
 
 
@@ -542,9 +549,9 @@ def main():
 
     cleanup.push("node namespaces", remove_nodes)
 
-    B.log(f"bench: services: 3 node pairs, {args.services} services on cw-N and kp-N")
+    B.log(f"bench: services: 4 node pairs, {args.services} services on cw-N and kp-N")
     pairs = {"cw-2": CausewayPair("cw-2", sides), "cw-N": CausewayPair("cw-N", sides),
-             "kp-N": KubeProxyPair(sides)}
+             "kp-N": PtpPair("kp-N", sides), "ptp-0": PtpPair("ptp-0", sides)}
     for p in pairs.values():
         p.setup()
         B.log(f"bench: {p.name}: client {p.client.ip}, backends {p.local.ip} (same node), "
@@ -570,15 +577,15 @@ def main():
     for p in pairs.values():
         for be in (p.local, p.remote):
             start_servers(cleanup, be, cpu_server)
-    for p in pairs.values():
+    for name, via in PATHS:
+        p = pairs[name]
         for scene in SCENES:
-            for via in ("svc", "pod"):
-                for kind in ("rr", "crr"):
-                    ip, port = target(p, scene, via, kind)
-                    ok, why = B.tcp_reach(p.client.path, ip, port)
-                    if not ok:
-                        raise RuntimeError(f"{p.name}: client {p.client.ip} cannot open TCP to "
-                                           f"{ip}:{port} ({scene}-node {via}): {why}")
+            for kind in ("rr", "crr"):
+                ip, port = target(p, scene, via, kind)
+                ok, why = B.tcp_reach(p.client.path, ip, port)
+                if not ok:
+                    raise RuntimeError(f"{p.name}: client {p.client.ip} cannot open TCP to "
+                                       f"{ip}:{port} ({scene}-node {via}): {why}")
 
     cw_before = {n: pairs[n].counters() for n in ("cw-2", "cw-N")}
     dnat_before = kp.dnat_packets(seps)
@@ -619,7 +626,8 @@ def main():
     print(f"cw-2: Causeway, the 2 measured services only; cw-N: Causeway, {n} services "
           f"(bpftool batch {load_s['cw-N']:.2f}s per node); kp-N: ptp pods, kube-proxy iptables "
           f"rules for the same {n} services ({ipt}; iptables-restore {load_s['kp-N']:.2f}s per "
-          f"node; KUBE-SERVICES {n_kube_services} rules, the measured ones last)")
+          f"node; KUBE-SERVICES {n_kube_services} rules, the measured ones last); ptp-0: ptp "
+          "pods, no rules")
     print(f"load average (1/5/15 min): {' '.join(f'{x:.2f}' for x in load_start)} at the start, "
           f"{' '.join(f'{x:.2f}' for x in load_end)} at the end")
     print("RR: sockperf TCP ping-pong, one connection; CRR: a new connection per request/response")
