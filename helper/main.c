@@ -214,8 +214,13 @@ static int run_node(int argc, char **argv)
 
 static const char meshapi_usage[] =
 	"usage: causeway-helper mesh-apiserver --cluster-name NAME --cluster-id N\n"
-	"         --etcd-config FILE [--heartbeat SECONDS]\n"
-	"         [--identity-gc SECONDS] [--log-file F] [-v]\n";
+	"         --etcd-config FILE [--k8s-api URL --k8s-ca-file F --k8s-token-file F]\n"
+	"         [--heartbeat SECONDS] [--identity-gc SECONDS] [--log-file F] [-v]\n"
+	"\nWrites cilium/cluster-config/NAME, the heartbeat, the synced canaries, and\n"
+	"every Service annotated service.cilium.io/global=\"true\" (not shared=\"false\")\n"
+	"with a ClusterIP as cilium/state/services/v1/NAME/NS/SERVICE, its backends the\n"
+	"ready addresses of its EndpointSlices; removes identities no node references.\n"
+	"Without --k8s-api the in-cluster configuration is used.\n";
 
 static int run_meshapi(int argc, char **argv)
 {
@@ -223,6 +228,9 @@ static int run_meshapi(int argc, char **argv)
 		{ "cluster-name", required_argument, NULL, 'c' },
 		{ "cluster-id", required_argument, NULL, 'i' },
 		{ "etcd-config", required_argument, NULL, 'e' },
+		{ "k8s-api", required_argument, NULL, 'k' },
+		{ "k8s-ca-file", required_argument, NULL, 'C' },
+		{ "k8s-token-file", required_argument, NULL, 'T' },
 		{ "heartbeat", required_argument, NULL, 'H' },
 		{ "identity-gc", required_argument, NULL, 'G' },
 		{ "log-file", required_argument, NULL, 'l' },
@@ -245,6 +253,9 @@ static int run_meshapi(int argc, char **argv)
 			o.cluster_id = (unsigned int)v;
 			break;
 		case 'e': o.etcd_config = optarg; break;
+		case 'k': o.k8s_api = optarg; break;
+		case 'C': o.k8s_ca_file = optarg; break;
+		case 'T': o.k8s_token_file = optarg; break;
 		case 'H':
 		case 'G':
 			if (!parse_range("mesh-apiserver", c == 'H' ? "heartbeat" : "identity-gc", optarg,
