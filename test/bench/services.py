@@ -4,17 +4,18 @@ service's ClusterIP against the same backend by pod IP, with 2 services and
 with --services (10,000) loaded, and against kube-proxy-style iptables DNAT
 for the same services, in the same run.
 
-Four pairs of node namespaces, each pair joined by an underlay veth with
+Three pairs of node namespaces, each pair joined by an underlay veth with
 VXLAN over it; on node 1 of each pair a client pod and a backend pod, on
 node 2 a second backend pod:
 
-  cw-2  Causeway (the node frame of test/bpf/tunnel_netns.py: pods made by
+  cw    Causeway (the node frame of test/bpf/tunnel_netns.py: pods made by
         the real plugin through build/cnirunner, the service maps written
         with bpftool as bytes laid out by include/causeway/datapath.h, as
-        test/bpf/lb_netns.py does), holding only the two measured services:
-        svc-local (its backend on node 1) and svc-remote (on node 2);
-  cw-N  the same, with N - 2 other services (two backends each) loaded
-        beside them with one `bpftool batch file` per node;
+        test/bpf/lb_netns.py does), in two states: cw-2, holding only the
+        two measured services, svc-local (its backend on node 1) and
+        svc-remote (on node 2); cw-N, with N - 2 other services (two
+        backends each) beside them, added and removed with one
+        `bpftool batch file` per node whenever the state changes;
   kp-N  no Causeway: pods wired by the reference plugins (ptp + host-local),
         flannel-style plain VXLAN between the nodes, and on both nodes the
         same N services as kube-proxy's iptables mode writes them
@@ -73,8 +74,7 @@ OTHER_FE0 = ipaddress.IPv4Address("10.96.1.0")   # the other services' ClusterIP
 OTHER_BE0 = ipaddress.IPv4Address("10.250.0.0")  # ... and backends (no pod holds them)
 OTHER_BE_PORT = 8080
 CLUSTER_CIDR = "10.249.0.0/16"       # every pod of the benchmark; kube-proxy's --cluster-cidr
-CIDRS = {"cw-2": ("10.249.1.0/24", "10.249.2.0/24"),
-         "cw-N": ("10.249.3.0/24", "10.249.4.0/24"),
+CIDRS = {"cw": ("10.249.1.0/24", "10.249.2.0/24"),
          "kp-N": ("10.249.5.0/24", "10.249.6.0/24"),
          "ptp-0": ("10.249.7.0/24", "10.249.8.0/24")}
 UNDERLAY = ("192.168.77.1", "192.168.77.2")  # tunnel_netns.py's, inside each pair only
@@ -125,23 +125,26 @@ def measured_services(local_ip, remote_ip):
             Service(MEASURED[1], FRONTEND["cross"], PORTS, [remote_ip])]
 
 
-def lb_batch(services, pin):
-    """bpftool batch lines writing the services as the helper does (lib/dp.c's
-    cw_lb4_service_set order: reverse NAT and slots, then the frontend)."""
-    lines, rid = [], 0
+def lb_batch(services, pin, first_id):
+    """bpftool batch lines (adding, removing) the services as the helper
+    does: lib/dp.c's cw_lb4_service_set order (reverse NAT and slots, then
+    the frontend) and the reverse to remove (the frontend first, so no new
+    flow finds a half-removed service).  rev_nat ids from first_id on."""
+    add, remove, rid = [], [], first_id
     for svc in services:
         for _name, port, target in svc.ports:
-            rid += 1
-            fe = []
-            fe.append((lb.MAP_REVNAT, struct.pack("<H", rid), lb.revnat_value(svc.cluster_ip, port)))
+            ents = [(lb.MAP_REVNAT, struct.pack("<H", rid), lb.revnat_value(svc.cluster_ip, port))]
             for slot, be in enumerate(svc.backends, 1):
-                fe.append((lb.MAP_BACKENDS, lb.slot_key(rid, slot), lb.backend_value(be, target)))
-            fe.append((lb.MAP_SERVICES, lb.lb4_key(lb.IPPROTO_TCP, svc.cluster_ip, port),
-                       lb.service_value(len(svc.backends), rid)))
-            for m, k, v in fe:
-                lines.append(f"map update pinned {pin(m)} key hex {' '.join(tn.hexargs(k))} "
-                             f"value hex {' '.join(tn.hexargs(v))}")
-    return lines, rid
+                ents.append((lb.MAP_BACKENDS, lb.slot_key(rid, slot), lb.backend_value(be, target)))
+            ents.append((lb.MAP_SERVICES, lb.lb4_key(lb.IPPROTO_TCP, svc.cluster_ip, port),
+                         lb.service_value(len(svc.backends), rid)))
+            for m, k, v in ents:
+                add.append(f"map update pinned {pin(m)} key hex {' '.join(tn.hexargs(k))} "
+                           f"value hex {' '.join(tn.hexargs(v))}")
+            for m, k, _v in reversed(ents):
+                remove.append(f"map delete pinned {pin(m)} key hex {' '.join(tn.hexargs(k))}")
+            rid += 1
+    return add, remove
 
 
 def _kube_hash(s):
@@ -259,20 +262,46 @@ class CausewayPair:
         tn.ipcache_peer(a, b)
         tn.ipcache_peer(b, a)
 
-    def load(self, services):
-        """The services into both nodes' maps, as every node's helper would
-        hold them; returns the seconds of the slower node's batch."""
+    def prepare(self, measured, others):
+        """The measured services into both nodes' maps, as every node's
+        helper would hold them, and the batch files that add and remove the
+        others (ids after the measured ones', which keep theirs)."""
+        self.n_measured = sum(len(svc.ports) for svc in measured)
+        self.n_others = sum(len(svc.ports) for svc in others)
+        self.batches = {}
+        for s in self.nodes:
+            add, _ = lb_batch(measured, s.pin, 1)
+            self._batch(s, "measured", add)
+            add, remove = lb_batch(others, s.pin, 1 + self.n_measured)
+            self.batches[s.label] = {"others-add": add, "others-remove": remove}
+        self.large = False
+
+    def _batch(self, side, what, lines):
+        if not lines:
+            return
+        path = side.node.tmp / f"{what}.batch"
+        path.write_text("\n".join(lines) + "\n")
+        res = B.sh("bpftool", "batch", "file", str(path))
+        if f"processed {len(lines)} commands" not in res.stdout + res.stderr:
+            raise RuntimeError(f"{self.name} {side.label}: bpftool batch {what}: "
+                               f"{(res.stdout + res.stderr)[-300:]}")
+
+    def set_large(self, large):
+        """cw-N (the others loaded) or cw-2; returns the seconds it took on
+        the slower node (0 when already so).  Checks the frontend count."""
+        if large == self.large:
+            return 0.0
+        what = "others-add" if large else "others-remove"
         worst = 0.0
         for s in self.nodes:
-            lines, _ = lb_batch(services, s.pin)
-            path = s.node.tmp / "services.batch"
-            path.write_text("\n".join(lines) + "\n")
             t0 = time.monotonic()
-            res = B.sh("bpftool", "batch", "file", str(path))
+            self._batch(s, what, self.batches[s.label][what])
             worst = max(worst, time.monotonic() - t0)
-            if f"processed {len(lines)} commands" not in res.stdout + res.stderr:
-                raise RuntimeError(f"{self.name} {s.label}: bpftool batch: {res.stdout[-300:]}")
+        self.large = large
         return worst
+
+    def frontends(self):
+        return len(self.a.map_keys(lb.MAP_SERVICES))
 
     def counters(self):
         return {s.label: s.counters() for s in self.nodes}
@@ -474,6 +503,7 @@ def tcp_crr(client_ns, ip, port, seconds, cpu):
 # whether through the ClusterIP or to the backend pod directly.
 PATHS = (("cw-2", "svc"), ("cw-2", "pod"), ("cw-N", "svc"), ("kp-N", "svc"), ("kp-N", "pod"),
          ("ptp-0", "pod"))
+PAIR = {"cw-2": "cw", "cw-N": "cw", "kp-N": "kp-N", "ptp-0": "ptp-0"}
 SCENES = ("same", "cross")
 METRICS = (("rr", "rr_per_s", "TCP RR", "round trips/s"),
            ("crr", "crr_per_s", "TCP CRR", "connections/s"))
@@ -549,9 +579,9 @@ def main():
 
     cleanup.push("node namespaces", remove_nodes)
 
-    B.log(f"bench: services: 4 node pairs, {args.services} services on cw-N and kp-N")
-    pairs = {"cw-2": CausewayPair("cw-2", sides), "cw-N": CausewayPair("cw-N", sides),
-             "kp-N": PtpPair("kp-N", sides), "ptp-0": PtpPair("ptp-0", sides)}
+    B.log(f"bench: services: 3 node pairs, {args.services} services on cw-N and kp-N")
+    pairs = {"cw": CausewayPair("cw", sides), "kp-N": PtpPair("kp-N", sides),
+             "ptp-0": PtpPair("ptp-0", sides)}
     for p in pairs.values():
         p.setup()
         B.log(f"bench: {p.name}: client {p.client.ip}, backends {p.local.ip} (same node), "
@@ -559,18 +589,20 @@ def main():
 
     others = other_services(args.services - 2)
     load_s = {}
-    for name in ("cw-2", "cw-N"):
-        p = pairs[name]
-        svcs = (others if name == "cw-N" else []) + measured_services(p.local.ip, p.remote.ip)
-        load_s[name] = p.load(svcs)
-        n_fe = len(p.a.map_keys(lb.MAP_SERVICES))
-        if n_fe != sum(len(s.ports) for s in svcs):
-            raise RuntimeError(f"{name}: cw_lb4_services holds {n_fe} frontends after the batch")
+    cw = pairs["cw"]
+    cw.prepare(measured_services(cw.local.ip, cw.remote.ip), others)
+    for large in (True, False):
+        load_s["cw-N" if large else "cw-2"] = cw.set_large(large)
+        want = cw.n_measured + (cw.n_others if large else 0)
+        if cw.frontends() != want:
+            raise RuntimeError(f"cw: cw_lb4_services holds {cw.frontends()} frontends, "
+                               f"expected {want}")
     kp = pairs["kp-N"]
     rules, seps = kube_proxy_rules(others + measured_services(kp.local.ip, kp.remote.ip))
     load_s["kp-N"] = kp.load(rules)
     n_kube_services = sum(1 for line in rules.splitlines() if line.startswith("-A KUBE-SERVICES"))
-    B.log(f"bench: loaded: cw-N bpftool batch {load_s['cw-N']:.2f}s, kp-N iptables-restore "
+    B.log(f"bench: loaded: cw-N bpftool batch {load_s['cw-N']:.2f}s (removal "
+          f"{load_s['cw-2']:.2f}s), kp-N iptables-restore "
           f"{load_s['kp-N']:.2f}s ({len(rules.splitlines())} lines, KUBE-SERVICES "
           f"{n_kube_services} rules)")
 
@@ -578,7 +610,9 @@ def main():
         for be in (p.local, p.remote):
             start_servers(cleanup, be, cpu_server)
     for name, via in PATHS:
-        p = pairs[name]
+        p = pairs[PAIR[name]]
+        if p is cw:
+            cw.set_large(name == "cw-N")
         for scene in SCENES:
             for kind in ("rr", "crr"):
                 ip, port = target(p, scene, via, kind)
@@ -587,33 +621,44 @@ def main():
                     raise RuntimeError(f"{p.name}: client {p.client.ip} cannot open TCP to "
                                        f"{ip}:{port} ({scene}-node {via}): {why}")
 
-    cw_before = {n: pairs[n].counters() for n in ("cw-2", "cw-N")}
+    cw.set_large(False)
+    cw_before = cw.counters()
     dnat_before = kp.dnat_packets(seps)
     setup_s = time.monotonic() - t_start
 
     res = {f"{scene} {s}/{v}": {"rr_per_s": [], "p50_us": [], "p99_us": [], "crr_per_s": [],
                                 "crr_errors": []}
            for scene in SCENES for s, v in PATHS}
+    # The groups (scene, RR or CRR) of a round run the paths in snake order,
+    # forward then backward, so cw changes state once per group; the next
+    # round starts from the other end, so each path swaps places with its
+    # neighbours from round to round.
+    toggles, toggle_s = 0, 0.0
     for r in range(args.rounds):
-        order = PATHS if r % 2 == 0 else PATHS[::-1]
         scenes = SCENES if r % 2 == 0 else SCENES[::-1]
-        for scene in scenes:
-            for s, v in order:
-                ip, port = target(pairs[s], scene, v, "rr")
-                pp = B.sockperf_rr(pairs[s].client.path, ip, port, args.seconds, cpu_client)
-                for f in ("rr_per_s", "p50_us", "p99_us"):
-                    res[f"{scene} {s}/{v}"][f].append(pp[f])
-            for s, v in order:
-                ip, port = target(pairs[s], scene, v, "crr")
-                c = tcp_crr(pairs[s].client.path, ip, port, args.seconds, cpu_client)
-                res[f"{scene} {s}/{v}"]["crr_per_s"].append(c["crr_per_s"])
-                res[f"{scene} {s}/{v}"]["crr_errors"].append(c["errors"])
+        groups = [(scene, kind) for scene in scenes for kind in ("rr", "crr")]
+        for gi, (scene, kind) in enumerate(groups):
+            for s, v in (PATHS if (r + gi) % 2 == 0 else PATHS[::-1]):
+                p = pairs[PAIR[s]]
+                if p is cw and cw.large != (s == "cw-N"):
+                    toggle_s += cw.set_large(s == "cw-N")
+                    toggles += 1
+                ip, port = target(p, scene, v, kind)
+                key = f"{scene} {s}/{v}"
+                if kind == "rr":
+                    pp = B.sockperf_rr(p.client.path, ip, port, args.seconds, cpu_client)
+                    for f in ("rr_per_s", "p50_us", "p99_us"):
+                        res[key][f].append(pp[f])
+                else:
+                    c = tcp_crr(p.client.path, ip, port, args.seconds, cpu_client)
+                    res[key]["crr_per_s"].append(c["crr_per_s"])
+                    res[key]["crr_errors"].append(c["errors"])
         B.log(f"bench: round {r + 1}/{args.rounds}: " + "; ".join(
             f"{scene} " + ", ".join(f"{s}/{v} {res[f'{scene} {s}/{v}']['rr_per_s'][-1]:.0f} RR "
                                     f"{res[f'{scene} {s}/{v}']['crr_per_s'][-1]:.0f} CRR"
                                     for s, v in PATHS) for scene in SCENES))
 
-    cw_after = {n: pairs[n].counters() for n in ("cw-2", "cw-N")}
+    cw_after = cw.counters()
     dnat_after = kp.dnat_packets(seps)
     load_end = os.getloadavg()
 
@@ -623,8 +668,10 @@ def main():
     print()
     print(f"ClusterIP services, {args.rounds} rounds x {args.seconds}s per measurement; client "
           f"CPU {cpu_client}, server CPU {cpu_server}; pod MTU {tn.POD_MTU}, VXLAN between nodes")
-    print(f"cw-2: Causeway, the 2 measured services only; cw-N: Causeway, {n} services "
-          f"(bpftool batch {load_s['cw-N']:.2f}s per node); kp-N: ptp pods, kube-proxy iptables "
+    print(f"cw-2: Causeway, the 2 measured services only; cw-N: the same nodes with {n} services "
+          f"(bpftool batch {load_s['cw-N']:.2f}s per node to add the others, "
+          f"{load_s['cw-2']:.2f}s to remove them; {toggles} changes during the rounds, "
+          f"{toggle_s:.0f}s); kp-N: ptp pods, kube-proxy iptables "
           f"rules for the same {n} services ({ipt}; iptables-restore {load_s['kp-N']:.2f}s per "
           f"node; KUBE-SERVICES {n_kube_services} rules, the measured ones last); ptp-0: ptp "
           "pods, no rules")
@@ -680,19 +727,18 @@ def main():
     if errors:
         warn.append(f"CRR connections failed: {errors}")
     deltas = {}
-    for name in ("cw-2", "cw-N"):
-        d = counters_delta(cw_before[name], cw_after[name])
-        deltas[name] = d
-        for node, c in d.items():
-            fwd = {k: v for k, v in c.items() if k.startswith("forwarded")}
-            drp = {k: v for k, v in c.items() if not k.startswith("forwarded")}
-            print(f"  {name} node {node} datapath counters during the rounds: "
-                  f"{', '.join(f'{k} {v}' for k, v in sorted(fwd.items())) or 'nothing forwarded'}; "
-                  f"dropped: {', '.join(f'{k} {v}' for k, v in drp.items()) or 'none'}")
-            if drp:
-                warn.append(f"{name} node {node} dropped {drp}")
-        if not any(v for k, v in d.get("a", {}).items() if k.startswith("forwarded")):
-            warn.append(f"no packet went through Causeway's programs on {name} node a")
+    d = counters_delta(cw_before, cw_after)
+    deltas["cw"] = d
+    for node, c in d.items():
+        fwd = {k: v for k, v in c.items() if k.startswith("forwarded")}
+        drp = {k: v for k, v in c.items() if not k.startswith("forwarded")}
+        print(f"  cw node {node} datapath counters during the rounds: "
+              f"{', '.join(f'{k} {v}' for k, v in sorted(fwd.items())) or 'nothing forwarded'}; "
+              f"dropped: {', '.join(f'{k} {v}' for k, v in drp.items()) or 'none'}")
+        if drp:
+            warn.append(f"cw node {node} dropped {drp}")
+    if not any(v for k, v in d.get("a", {}).items() if k.startswith("forwarded")):
+        warn.append("no packet went through Causeway's programs on cw node a")
     dnat = {f"{s} {p}": dnat_after[(s, p)] - dnat_before[(s, p)] for s, p in dnat_after}
     print(f"  kp-N node 1, packets DNATed by the measured services' KUBE-SEP rules (first packets "
           f"of connections): {', '.join(f'{k} {v}' for k, v in dnat.items())}")
