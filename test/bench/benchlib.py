@@ -8,12 +8,14 @@ touch each other's objects.
 """
 
 import atexit
+import base64
 import ctypes
 import json
 import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -366,15 +368,16 @@ def client_server_cpus():
 class Server:
     """A long-running process (a traffic server, a watcher), stopped at cleanup."""
 
-    def __init__(self, cleanup, what, argv, stdout=subprocess.DEVNULL, text=True):
+    def __init__(self, cleanup, what, argv, stdout=subprocess.DEVNULL, text=True,
+                 stderr=subprocess.PIPE):
         self.what = what
-        self.proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, text=text,
+        self.proc = subprocess.Popen(argv, stdout=stdout, stderr=stderr, text=text,
                                      stdin=subprocess.DEVNULL)
         cleanup.push(what, self.stop)
 
     def check(self):
         if self.proc.poll() is not None:
-            err = self.proc.stderr.read()
+            err = self.proc.stderr.read() if self.proc.stderr else ""
             if isinstance(err, bytes):
                 err = err.decode(errors="replace")
             raise RuntimeError(f"{self.what} exited {self.proc.returncode}: {err.strip()}")
@@ -658,3 +661,279 @@ class Lab:
     def helper(self, cluster, node, *args, check=True):
         """causeway-helper ARGS on a node of the lab (lab helper)."""
         return self.cli("helper", cluster, node, *args, check=check, timeout=30)
+
+
+# --- BPF maps, read with bpf(2) ----------------------------------------------------
+#
+# A benchmark that waits for an entry reads the pinned map itself: an exec
+# of bpftool or of the helper's CLI costs milliseconds and dumps the whole
+# map, a lookup through the syscall costs a microsecond or two.
+
+_NR_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "ppc64le": 361, "s390x": 351,
+           "riscv64": 280}
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_GET_NEXT_KEY = 4
+BPF_OBJ_GET = 7
+BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_MAP_LOOKUP_BATCH = 24
+_BPF_ATTR_SIZE = 128
+
+
+class BpfMap:
+    """A pinned BPF map, opened with BPF_OBJ_GET; its key and value sizes
+    come from BPF_OBJ_GET_INFO_BY_FD.  Keys and values are bytes, laid out
+    as include/causeway/datapath.h says."""
+
+    def __init__(self, pin):
+        import platform
+        nr = _NR_BPF.get(platform.machine())
+        if nr is None:
+            raise RuntimeError(f"no bpf syscall number known for {platform.machine()}")
+        self.pin = pin
+        self._nr = nr
+        self._sys = _libc.syscall
+        self._sys.restype = ctypes.c_long
+        path = ctypes.create_string_buffer(pin.encode())
+        attr = ctypes.create_string_buffer(struct.pack("=QII", ctypes.addressof(path), 0, 0),
+                                           _BPF_ATTR_SIZE)
+        fd = self._sys(nr, BPF_OBJ_GET, attr, _BPF_ATTR_SIZE)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"bpf(BPF_OBJ_GET, {pin}): {os.strerror(err)}")
+        self.fd = fd
+        info = ctypes.create_string_buffer(80)
+        attr = ctypes.create_string_buffer(struct.pack("=IIQ", fd, 80, ctypes.addressof(info)),
+                                           _BPF_ATTR_SIZE)
+        if self._sys(nr, BPF_OBJ_GET_INFO_BY_FD, attr, _BPF_ATTR_SIZE) != 0:
+            err = ctypes.get_errno()
+            os.close(fd)
+            raise OSError(err, f"bpf(BPF_OBJ_GET_INFO_BY_FD, {pin}): {os.strerror(err)}")
+        (self.type, _id, self.key_size, self.value_size,
+         self.max_entries) = struct.unpack_from("=IIIII", info.raw)
+        self._value = ctypes.create_string_buffer(self.value_size)
+        self._prepared = {}
+        self._batch_ok = None
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def lookup(self, key):
+        """The value (bytes) at key, None if absent.  The syscall argument
+        for a key is built once and kept, so polling one key is cheap.  (An
+        LPM trie answers a missing /32 with its covering prefix: compare.)"""
+        attr = self._prepared.get(key)
+        if attr is None:
+            kbuf = ctypes.create_string_buffer(key, self.key_size)
+            attr = ctypes.create_string_buffer(
+                struct.pack("=IIQQQ", self.fd, 0, ctypes.addressof(kbuf),
+                            ctypes.addressof(self._value), 0), _BPF_ATTR_SIZE)
+            attr.kbuf = kbuf  # keep the key buffer alive with its attr
+            if len(self._prepared) > 4096:
+                self._prepared.clear()
+            self._prepared[key] = attr
+        if self._sys(self._nr, BPF_MAP_LOOKUP_ELEM, attr, _BPF_ATTR_SIZE) != 0:
+            return None
+        return self._value.raw
+
+    def keys(self):
+        """Every key, by BPF_MAP_GET_NEXT_KEY (one syscall per key)."""
+        cur = ctypes.create_string_buffer(self.key_size)
+        nxt = ctypes.create_string_buffer(self.key_size)
+        attr = ctypes.create_string_buffer(
+            struct.pack("=IIQQ", self.fd, 0, 0, ctypes.addressof(nxt)), _BPF_ATTR_SIZE)
+        first = True
+        out = []
+        while True:
+            if self._sys(self._nr, BPF_MAP_GET_NEXT_KEY, attr, _BPF_ATTR_SIZE) != 0:
+                return out  # ENOENT: the end
+            out.append(nxt.raw)
+            if first:
+                attr = ctypes.create_string_buffer(
+                    struct.pack("=IIQQ", self.fd, 0, ctypes.addressof(cur),
+                                ctypes.addressof(nxt)), _BPF_ATTR_SIZE)
+                first = False
+            ctypes.memmove(cur, nxt, self.key_size)
+
+    def items(self, chunk=4096):
+        """Every (key, value): BPF_MAP_LOOKUP_BATCH where the map type has
+        it (the kernel walks the map), else keys() and one lookup each."""
+        if self._batch_ok is not False:
+            try:
+                return self._items_batch(chunk)
+            except OSError:
+                self._batch_ok = False
+        out = []
+        for k in self.keys():
+            v = self.lookup(k)
+            if v is not None:
+                out.append((k, v))
+        return out
+
+    def _items_batch(self, chunk):
+        import errno as _errno
+        ks, vs = self.key_size, self.value_size
+        keys = ctypes.create_string_buffer(ks * chunk)
+        vals = ctypes.create_string_buffer(vs * chunk)
+        in_b = ctypes.create_string_buffer(max(ks, 8))
+        out_b = ctypes.create_string_buffer(max(ks, 8))
+        out, first = [], True
+        while True:
+            attr = ctypes.create_string_buffer(struct.pack(
+                "=QQQQIIQQ", 0 if first else ctypes.addressof(in_b), ctypes.addressof(out_b),
+                ctypes.addressof(keys), ctypes.addressof(vals), chunk, self.fd, 0, 0),
+                _BPF_ATTR_SIZE)
+            rc = self._sys(self._nr, BPF_MAP_LOOKUP_BATCH, attr, _BPF_ATTR_SIZE)
+            err = ctypes.get_errno() if rc != 0 else 0
+            if rc != 0 and err != _errno.ENOENT:
+                if first:
+                    raise OSError(err, f"BPF_MAP_LOOKUP_BATCH on {self.pin}: {os.strerror(err)}")
+                raise RuntimeError(f"BPF_MAP_LOOKUP_BATCH on {self.pin}: {os.strerror(err)}")
+            (count,) = struct.unpack_from("=I", attr.raw, 32)
+            kr, vr = keys.raw, vals.raw
+            out.extend((kr[i * ks:(i + 1) * ks], vr[i * vs:(i + 1) * vs]) for i in range(count))
+            self._batch_ok = True
+            if rc != 0:  # ENOENT: that was the last chunk
+                return out
+            ctypes.memmove(in_b, out_b, len(in_b))
+            first = False
+
+
+# --- etcd's v3 JSON gateway ------------------------------------------------------------
+
+class EtcdHttp:
+    """Requests to etcd's v3 JSON gateway over one kept-alive connection:
+    plain http, or https with a client certificate and, with a user, the
+    token from /v3/auth/authenticate (see DESIGN.md, The mesh store)."""
+
+    def __init__(self, endpoint, ca=None, cert=None, key=None, user=None, password=None,
+                 timeout=30):
+        from urllib.parse import urlparse
+        u = urlparse(endpoint)
+        self.https = u.scheme == "https"
+        self.host, self.port = u.hostname, u.port or 2379
+        self.ctx = None
+        if self.https:
+            import ssl
+            self.ctx = ssl.create_default_context(cafile=ca)
+            if cert:
+                self.ctx.load_cert_chain(cert, key)
+        self.user, self.password, self.timeout = user, password, timeout
+        self.conn = None
+        self.token = None
+
+    @classmethod
+    def from_config(cls, config_file, **kw):
+        """From a Cilium-style etcd config (endpoints, trusted-ca-file, ...)."""
+        import yaml
+        with open(config_file) as f:
+            cfg = yaml.safe_load(f)
+        return cls(cfg["endpoints"][0], cfg.get("trusted-ca-file"), cfg.get("cert-file"),
+                   cfg.get("key-file"), cfg.get("username"), cfg.get("password"), **kw)
+
+    def _post(self, path, body, auth=True):
+        import http.client
+        if self.conn is None:
+            if self.https:
+                self.conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx,
+                                                        timeout=self.timeout)
+            else:
+                self.conn = http.client.HTTPConnection(self.host, self.port,
+                                                       timeout=self.timeout)
+        headers = {"Content-Type": "application/json"}
+        if auth and self.token:
+            headers["Authorization"] = self.token
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        try:
+            self.conn.request("POST", path, body=data, headers=headers)
+            r = self.conn.getresponse()
+            raw = r.read()
+        except (OSError, http.client.HTTPException):
+            self.conn.close()
+            self.conn = None
+            raise
+        doc = json.loads(raw or b"{}")
+        if r.status != 200:
+            raise RuntimeError(f"etcd {self.host}:{self.port}{path}: HTTP {r.status}: "
+                               f"{str(doc)[:300]}")
+        return doc
+
+    def call(self, path, body):
+        import http.client
+        for attempt in (0, 1):
+            try:
+                if self.user and self.token is None:
+                    self.token = self._post("/v3/auth/authenticate",
+                                            {"name": self.user, "password": self.password},
+                                            auth=False)["token"]
+                return self._post(path, body)
+            except (OSError, http.client.HTTPException, RuntimeError):
+                if attempt:
+                    raise
+                self.token = None  # an expired token or a dropped connection: once more
+
+    def put(self, key, value):
+        return self.call("/v3/kv/put", {"key": b64(key), "value": b64(value)})
+
+    def delete(self, key):
+        return self.call("/v3/kv/deleterange", {"key": b64(key)})
+
+    def get(self, key):
+        """The value (str) at key, None if absent."""
+        kvs = self.call("/v3/kv/range", {"key": b64(key)}).get("kvs") or []
+        return base64.b64decode(kvs[0].get("value", "")).decode() if kvs else None
+
+    def put_many(self, pairs):
+        """Put every (key, value) in one transaction (etcd's --max-txn-ops
+        bounds how many)."""
+        ops = ",".join('{"requestPut":{"key":"%s","value":"%s"}}' % (b64(k), b64(v))
+                       for k, v in pairs)
+        return self.call("/v3/kv/txn", '{"success":[' + ops + ']}')
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def b64(s):
+    return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+
+# --- a running helper ------------------------------------------------------------------
+
+def helper_request(socket_path, request, timeout=10.0):
+    """One request to a node helper's unix socket ("status", "clusters",
+    "services", "endpoints"), as `causeway-helper REQUEST -o json` sends
+    it, without the exec: its JSON answer."""
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(socket_path)
+        s.sendall(request.encode() + b"\n")
+        chunks = []
+        while True:
+            b = s.recv(1 << 20)
+            if not b:
+                break
+            chunks.append(b)
+    return json.loads(b"".join(chunks))
+
+
+def proc_status(pid):
+    """/proc/PID/status as {field: value}; memory fields (VmHWM, VmRSS, ...) in KiB."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            v = v.strip()
+            out[k] = int(v.split()[0]) if v.endswith(" kB") else v
+    return out
+
+
+def proc_cpu_seconds(pid):
+    """User + system CPU time of PID so far, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
