@@ -61,6 +61,29 @@ static void remote_free(struct cw_remote *r)
 	free(r);
 }
 
+/*
+ * What a change of a remote's key asks for: a pod record is applied alone,
+ * a service record reconciles the service maps alone, identities and the
+ * heartbeat touch no map (the health timer reads the heartbeat), the rest
+ * (nodes, synced canaries) the full reconcile.
+ */
+static void remote_changed(struct cw_remote *r, const struct cw_kv_pair *kv, bool put)
+{
+	if (strncmp(kv->key, CW_KEY_IPS, strlen(CW_KEY_IPS)) == 0) {
+		if (!cw_remote_usable(r))
+			return;
+		if (put)
+			cw_datapath_ip_put(r->n, r->id, kv);
+		else
+			cw_datapath_ip_del(r->n, r->id, kv);
+	} else if (strncmp(kv->key, CW_KEY_SERVICES, strlen(CW_KEY_SERVICES)) == 0) {
+		cw_node_services_soon(r->n);
+	} else if (strncmp(kv->key, CW_KEY_ID, strlen(CW_KEY_ID)) != 0 &&
+		   strcmp(kv->key, CW_KEY_HEARTBEAT) != 0) {
+		cw_node_reconcile_soon(r->n);
+	}
+}
+
 static void on_remote_put(void *arg, const struct cw_kv_pair *kv, const struct cw_kv_pair *old)
 {
 	struct cw_remote *r = arg;
@@ -68,20 +91,12 @@ static void on_remote_put(void *arg, const struct cw_kv_pair *kv, const struct c
 	(void)old;
 	if (!cw_mesh_record_ok(r->n, r->name, r->id, kv))
 		return;
-	if (cw_remote_usable(r) && strncmp(kv->key, CW_KEY_IPS, strlen(CW_KEY_IPS)) == 0)
-		cw_datapath_ip_put(r->n, r->id, kv);
-	else
-		cw_node_reconcile_soon(r->n);
+	remote_changed(r, kv, true);
 }
 
 static void on_remote_del(void *arg, const struct cw_kv_pair *old)
 {
-	struct cw_remote *r = arg;
-
-	if (cw_remote_usable(r) && strncmp(old->key, CW_KEY_IPS, strlen(CW_KEY_IPS)) == 0)
-		cw_datapath_ip_del(r->n, r->id, old);
-	else
-		cw_node_reconcile_soon(r->n);
+	remote_changed(arg, old, false);
 }
 
 static void on_remote_synced(void *arg)
@@ -331,7 +346,8 @@ static void on_health(struct cw_loop *loop, void *arg)
 			struct cw_kv_watch_status st;
 
 			cw_kv_watch_get_status(ws[i], &st);
-			if (!st.streaming)
+			/* A watch still making its first listing has not been lost. */
+			if (!st.streaming && (st.synced || st.error[0]))
 				snprintf(why, sizeof(why), "etcd unreachable: %.200s",
 					 st.error[0] ? st.error : "stream closed");
 		}

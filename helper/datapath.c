@@ -283,7 +283,8 @@ static void report_overlaps(struct cw_node *n, struct desired *d)
 
 	for (struct cw_remote *r = n->remotes; r; r = r->next)
 		r->overlap_new[0] = '\0';
-	qsort(d->cidrs, d->n_cidrs, sizeof(*d->cidrs), cmp_cidr);
+	if (d->n_cidrs) /* qsort's array must not be NULL, even when empty */
+		qsort(d->cidrs, d->n_cidrs, sizeof(*d->cidrs), cmp_cidr);
 	for (size_t i = 0; i < d->n_cidrs; i++) {
 		const struct cidr_owner *c = &d->cidrs[i];
 
@@ -368,7 +369,8 @@ static int sync_lpm(struct cw_node *n, const struct desired *d, int fd, struct w
 	size_t nh = 0;
 	int rc = 0;
 
-	qsort(want, count, sizeof(*want), cmp_key);
+	if (count)
+		qsort(want, count, sizeof(*want), cmp_key);
 	for (size_t i = 0; i < count; i++) {
 		union lpm_value cur;
 
@@ -384,7 +386,7 @@ static int sync_lpm(struct cw_node *n, const struct desired *d, int fd, struct w
 		for (size_t j = 0; j < nh; j++) {
 			union lpm_value cur;
 
-			if (bsearch(&have[j], want, count, sizeof(*want), cmp_key) ||
+			if ((count && bsearch(&have[j], want, count, sizeof(*want), cmp_key)) ||
 			    (ipcache && kept(d, &have[j])))
 				continue;
 			if (get(n->dp, &have[j], &cur) == 0 &&

@@ -127,7 +127,8 @@ static int lb_load(struct cw_node *n)
 	}
 	if (rc)
 		goto out;
-	qsort(n->lb.v, n->lb.n, sizeof(*n->lb.v), cmp_fe);
+	if (n->lb.n)
+		qsort(n->lb.v, n->lb.n, sizeof(*n->lb.v), cmp_fe);
 	if (cw_lb4_backend_keys(n->dp, &slots, &ns) == 0)
 		for (size_t i = 0; i < ns; i++) {
 			bool used = false;
@@ -375,13 +376,15 @@ int cw_lb_reconcile(struct cw_node *n)
 		rc = s.err;
 	if (rc)
 		goto out;
-	qsort(s.v, s.count, sizeof(*s.v), cmp_slice);
+	if (s.count) /* qsort's and bsearch's arrays must not be NULL, even when empty */
+		qsort(s.v, s.count, sizeof(*s.v), cmp_slice);
 	rc = cw_k8s_informer_foreach(n->i_services, want_service, &d);
 	if (!rc && d.err)
 		rc = d.err;
 	if (rc)
 		goto out;
-	qsort(d.t.v, d.t.n, sizeof(*d.t.v), cmp_fe);
+	if (d.t.n)
+		qsort(d.t.v, d.t.n, sizeof(*d.t.v), cmp_fe);
 	/* Two Services claiming one ClusterIP:port: the API forbids it; keep the first. */
 	for (size_t i = 1; i < d.t.n; i++)
 		if (cmp_lbkey(&d.t.v[i - 1].key, &d.t.v[i].key) == 0) {

@@ -77,6 +77,23 @@ void cw_node_reconcile_soon(struct cw_node *n)
 		cw_timer_arm(n->t_reconcile, 0);
 }
 
+void cw_node_services_soon(struct cw_node *n)
+{
+	if (!cw_timer_armed(n->t_lb))
+		cw_timer_arm(n->t_lb, 0);
+}
+
+static void on_lb(struct cw_loop *loop, void *arg)
+{
+	struct cw_node *n = arg;
+
+	(void)loop;
+	if (!n->dp_synced)
+		cw_node_reconcile_soon(n); /* the first full reconcile does the services too */
+	else
+		cw_lb_reconcile(n);
+}
+
 void cw_node_publish_soon(struct cw_node *n)
 {
 	n->publish_attempt = 0;
@@ -730,13 +747,13 @@ static void on_service_obj(struct cw_k8s_informer *inf, enum cw_k8s_event_type t
 		n->c.invalid_services++;
 		pr_warn("kubernetes: ignoring %s %s: %s", cw_k8s_informer_path(inf), key, err);
 	}
-	cw_node_reconcile_soon(n);
+	cw_node_services_soon(n);
 }
 
 static void on_services_synced(struct cw_k8s_informer *inf, void *arg)
 {
 	(void)inf;
-	cw_node_reconcile_soon(arg);
+	cw_node_services_soon(arg);
 }
 
 static int k8s_start(struct cw_node *n)
@@ -833,8 +850,8 @@ static void on_mesh_put(void *arg, const struct cw_kv_pair *kv, const struct cw_
 		return;
 	if (strncmp(kv->key, CW_KEY_IPS, strlen(CW_KEY_IPS)) == 0)
 		cw_datapath_ip_put(n, n->o.cluster_id, kv);
-	else
-		cw_node_reconcile_soon(n);
+	else if (strncmp(kv->key, CW_KEY_ID, strlen(CW_KEY_ID)) != 0)
+		cw_node_reconcile_soon(n); /* no map holds identity labels: id/ needs nothing */
 }
 
 static void on_mesh_del(void *arg, const struct cw_kv_pair *old)
@@ -860,7 +877,7 @@ static void on_mesh_del(void *arg, const struct cw_kv_pair *old)
 		}
 	if (strncmp(old->key, CW_KEY_IPS, strlen(CW_KEY_IPS)) == 0)
 		cw_datapath_ip_del(n, n->o.cluster_id, old);
-	else
+	else if (strncmp(old->key, CW_KEY_ID, strlen(CW_KEY_ID)) != 0)
 		cw_node_reconcile_soon(n);
 }
 
@@ -970,6 +987,7 @@ static void node_free(struct cw_node *n)
 	cw_timer_del(n->t_reconcile);
 	cw_timer_del(n->t_ct_gc);
 	cw_timer_del(n->t_resync);
+	cw_timer_del(n->t_lb);
 	cw_lb_clear(&n->lb);
 	cw_io_del(n->inotify_io);
 	cw_close(n->inotify_fd);
@@ -1008,6 +1026,7 @@ int cw_node_main(const struct cw_node_opts *o)
 			       &n.t_lease)) ||
 	    (rc = cw_timer_add(n.loop, -1, 0, on_publish, &n, &n.t_publish)) ||
 	    (rc = cw_timer_add(n.loop, -1, 0, on_reconcile, &n, &n.t_reconcile)) ||
+	    (rc = cw_timer_add(n.loop, -1, 0, on_lb, &n, &n.t_lb)) ||
 	    (rc = cw_timer_add(n.loop, CW_CT_GC_PERIOD_MS, CW_CT_GC_PERIOD_MS, on_ct_gc, &n,
 			       &n.t_ct_gc)) ||
 	    (rc = cw_timer_add(n.loop, CW_RESYNC_PERIOD_MS, CW_RESYNC_PERIOD_MS, on_resync, &n,

@@ -191,7 +191,7 @@ struct cw_node {
 	struct cw_lb_table lb;        /* the service maps' content */
 	bool lb_loaded;               /* lb read back from the maps (once, or after an error) */
 	uint16_t lb_next_id;          /* where the search for a free reverse NAT id starts */
-	struct cw_timer *t_ct_gc, *t_resync;
+	struct cw_timer *t_ct_gc, *t_resync, *t_lb;
 	int64_t last_reconcile_ms;
 
 	/* API */
@@ -207,6 +207,12 @@ int cw_node_main(const struct cw_node_opts *o);
 
 /* Ask for a datapath reconcile on the loop's next turn. */
 void cw_node_reconcile_soon(struct cw_node *n);
+/*
+ * Ask for the service maps alone to be reconciled on the loop's next turn
+ * (a Service, EndpointSlice or remote service record changed): nothing
+ * else depends on them, and the full reconcile reads every pod record.
+ */
+void cw_node_services_soon(struct cw_node *n);
 /* Ask for publication of the node and endpoint records. */
 void cw_node_publish_soon(struct cw_node *n);
 /*

@@ -220,13 +220,14 @@ int cw_svc_from_k8s(const cJSON *obj, struct cw_svc *out, char *err, size_t errl
 	/*
 	 * ClusterMesh annotations, read as Cilium reads them: global is "true"
 	 * in any case; shared and affinity only mean something on a global
-	 * service.  Shared is on unless it says "false".
+	 * service.  Shared is on when absent; when present only "true" (in
+	 * any case) keeps it on, as Cilium reads it ("no" shares nothing).
 	 */
 	ann = field(meta, "annotations");
 	v = annotation(ann, CW_ANN_GLOBAL, CW_ANN_GLOBAL_ALIAS);
 	out->global = v && strcasecmp(v, "true") == 0;
 	v = annotation(ann, CW_ANN_SHARED, CW_ANN_SHARED_ALIAS);
-	out->shared = !(v && strcasecmp(v, "false") == 0);
+	out->shared = !v || strcasecmp(v, "true") == 0;
 	v = out->global ? annotation(ann, CW_ANN_AFFINITY, CW_ANN_AFFINITY_ALIAS) : NULL;
 	if (v && strcasecmp(v, "local") == 0)
 		out->affinity = CW_AFFINITY_LOCAL;

@@ -62,7 +62,7 @@ struct cw_svc {
 	struct cw_svc_port ports[CW_SVC_PORTS_MAX];
 	size_t n_ports;              /* TCP and UDP ports only (SCTP is skipped) */
 	bool global;                 /* global annotation "true" */
-	bool shared;                 /* true unless the shared annotation says "false" */
+	bool shared;                 /* absent shared annotation, or one saying "true" */
 	enum cw_affinity affinity;   /* read only on global services; NONE otherwise */
 };
 

@@ -237,6 +237,11 @@ static void test_svc_annotations(void **state)
 	assert_false(s.shared);
 	svc_ann("'service.cilium.io/global':'true','service.cilium.io/shared':'true'", &s);
 	assert_true(s.shared);
+	/* Cilium: a present annotation shares only when it says "true". */
+	svc_ann("'service.cilium.io/global':'true','service.cilium.io/shared':'no'", &s);
+	assert_false(s.shared);
+	svc_ann("'service.cilium.io/global':'true','service.cilium.io/shared':'TRUE'", &s);
+	assert_true(s.shared);
 	svc_ann("'service.cilium.io/global':'true','io.cilium/shared-service':'false'", &s);
 	assert_false(s.shared);
 	svc_ann("'service.cilium.io/global':'true','io.cilium/shared-service':'false',"
