@@ -21,9 +21,9 @@
 # with a message when any is missing or a cluster named cluster1 or cluster2
 # exists, 1 when a check fails, 0 when all pass.
 #
-# manifests/daemonset.yaml does not mount the cilium-clustermesh Secret nor
-# pass --clustermesh-config; this script adds both with `kubectl patch`
-# (patch_daemonset below) and leaves manifests/ as they are.
+# manifests/daemonset.yaml mounts the cilium-clustermesh Secret and passes
+# --clustermesh-config; against an older DaemonSet that does not,
+# patch_daemonset below adds both with `kubectl patch`.
 set -euo pipefail
 
 KEEP=${KEEP:-0}
