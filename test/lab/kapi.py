@@ -8,6 +8,12 @@ Kubernetes API conventions, server-side Table output for `kubectl get`, and
 runs the controllers that need no network: Deployments, the scheduler,
 EndpointSlices, ClusterIP allocation and a hosts file for DNS.
 
+Pods are deleted as the real API server deletes them: one bound to a node
+gets a deletionTimestamp and stays (Terminating, its EndpointSlice entry
+ready=false, terminating=true) until its kubelet deletes it with grace
+period 0; an unbound or finished pod goes at once.  So a Deployment scaled
+down takes its endpoints out of service before they vanish.
+
 Python standard library only.
 
   kapi.py --listen ADDR:PORT --cluster NAME --service-cidr CIDR
@@ -1189,6 +1195,11 @@ class Store:
         self.rv += 1
         m = obj["metadata"]
         m["resourceVersion"] = str(self.rv)
+        # ObjectMeta's maps are omitempty: the last annotation removed (`kubectl
+        # annotate … key-`) leaves no "annotations": {} behind.
+        for k in ("labels", "annotations"):
+            if m.get(k) == {}:
+                del m[k]
         key = (m.get("namespace"), m["name"])
         if etype == "DELETED":
             self.objs[rt.key].pop(key, None)
@@ -1623,8 +1634,11 @@ class Store:
         if dry:
             return new
         res = self._commit(rt, "MODIFIED", new, old)
+        # As the apiserver's shouldDeleteDuringUpdate: an update finishes a deletion
+        # once no finalizer is left and the grace period is 0.  A pod in its grace
+        # period (deletionGracePeriodSeconds > 0) stays until its kubelet deletes it.
         if meta(res).get("deletionTimestamp") and not meta(res).get("finalizers") \
-                and rt.plural != "namespaces":
+                and rt.plural != "namespaces" and not meta(res).get("deletionGracePeriodSeconds"):
             return self._delete(rt, res)
         return res
 
@@ -1669,15 +1683,58 @@ class Store:
             res = self._commit(rt, "MODIFIED", n, old)
             threading.Timer(NS_GRACE_SECONDS, self.finalize_namespace, (m["name"], m.get("uid"))).start()
             return res
+        orphan = (opts or {}).get("propagationPolicy") == "Orphan" or (opts or {}).get("orphanDependents") is True
+        if rt.plural == "pods":
+            grace = self.pod_grace(old, (opts or {}).get("gracePeriodSeconds"))
+            if grace > 0:
+                return self.delete_pod_gracefully(old, grace)
         if m.get("finalizers"):
-            if m.get("deletionTimestamp"):
+            if m.get("deletionTimestamp") and not m.get("deletionGracePeriodSeconds"):
                 return old
             n = dcopy(old)
-            n["metadata"]["deletionTimestamp"] = now_iso()
+            if not m.get("deletionTimestamp"):
+                n["metadata"]["deletionTimestamp"] = now_iso()
             n["metadata"]["deletionGracePeriodSeconds"] = 0
             return self._commit(rt, "MODIFIED", n, old)
-        orphan = (opts or {}).get("propagationPolicy") == "Orphan" or (opts or {}).get("orphanDependents") is True
         return self._delete(rt, old, orphan=orphan)
+
+    @staticmethod
+    def pod_grace(pod, requested=None):
+        """The grace period a DELETE of this pod gets (the pod strategy's CheckGracefulDelete):
+        the one asked for, else spec.terminationGracePeriodSeconds; 0 (deleted at once)
+        for a pod bound to no node or already terminal; a negative one counts as 1."""
+        spec, st = pod.get("spec") or {}, pod.get("status") or {}
+        grace = requested if isinstance(requested, int) and not isinstance(requested, bool) else \
+            spec.get("terminationGracePeriodSeconds", 0)
+        if not isinstance(grace, int) or isinstance(grace, bool):
+            grace = 0
+        if not spec.get("nodeName") or st.get("phase") in ("Succeeded", "Failed"):
+            grace = 0
+        return 1 if grace < 0 else grace
+
+    def delete_pod_gracefully(self, pod, grace):
+        """A bound pod is not removed by a DELETE: it gets a deletionTimestamp (now + grace)
+        and stays, Terminating, until its kubelet has stopped it and deletes it with grace
+        period 0.  Meanwhile the EndpointSlice controller shows it ready=false,
+        terminating=true.  A second DELETE may only shorten the grace period."""
+        m = meta(pod)
+        cur = m.get("deletionGracePeriodSeconds")
+        if m.get("deletionTimestamp") and cur is not None and cur <= grace:
+            return pod
+        n = dcopy(pod)
+        n["metadata"]["deletionTimestamp"] = time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + grace))
+        n["metadata"]["deletionGracePeriodSeconds"] = grace
+        return self._commit(T["pods"], "MODIFIED", n, pod)
+
+    def delete_dependent(self, rt, obj):
+        """A controller's DELETE with default options (ReplicaSet scale-down, the garbage
+        collector): graceful for a bound pod, as the API server does it."""
+        if rt.plural == "pods":
+            grace = self.pod_grace(obj)
+            if grace > 0:
+                return self.delete_pod_gracefully(obj, grace)
+        return self._delete(rt, obj)
 
     def finalize_namespace(self, name, uid):
         with self.lock:
@@ -1725,13 +1782,15 @@ class Store:
             for t in TYPES:
                 for o in self.objs[t.key].values():
                     refs = meta(o).get("ownerReferences")
+                    if meta(o).get("deletionTimestamp"):
+                        continue  # being deleted already (a pod in its grace period)
                     if refs and isinstance(refs, list) and not any(
                             isinstance(r, dict) and r.get("uid") in uids for r in refs):
                         victims.append((t, o))
             if not victims:
                 return
             for t, o in victims:
-                self._delete(t, o)
+                self.delete_dependent(t, o)
 
     def ctl_podgc(self):
         """Pods bound to a Node that no longer exists are deleted (as the pod GC does)."""
@@ -1763,13 +1822,13 @@ class Store:
             old = [p for p in pods if labels_of(p).get("pod-template-hash") != h]
             cur = [p for p in pods if labels_of(p).get("pod-template-hash") == h]
             for p in old:  # simple recreate
-                self._delete(pods_rt, p)
+                self.delete_dependent(pods_rt, p)
             want = spec.get("replicas", 1)
             want = want if isinstance(want, int) and want >= 0 else 1
             if len(cur) > want:
                 cur.sort(key=lambda p: (self.seq.get(meta(p).get("uid"), 0), meta(p)["name"]))
                 for p in cur[want:][::-1]:
-                    self._delete(pods_rt, p)
+                    self.delete_dependent(pods_rt, p)
                 cur = cur[:want]
             ns_obj = self.get(T["namespaces"], None, dm["namespace"])
             if len(cur) < want and ns_obj and not meta(ns_obj).get("deletionTimestamp"):
@@ -1796,7 +1855,8 @@ class Store:
     def _deployment_status(self, d, cur, want):
         dm = meta(d)
         spec = d.get("spec") or {}
-        all_pods = [p for p in self.objs[T["pods"].key].values() if self._owned_by(p, dm["uid"])]
+        all_pods = [p for p in self.objs[T["pods"].key].values()
+                    if self._owned_by(p, dm["uid"]) and not meta(p).get("deletionTimestamp")]
         ready = sum(1 for p in cur if cond_true(p, "Ready") and not meta(p).get("deletionTimestamp"))
         mu = ((spec.get("strategy") or {}).get("rollingUpdate") or {}).get("maxUnavailable", "25%")
         if isinstance(mu, str) and mu.endswith("%"):
@@ -1961,12 +2021,15 @@ class Store:
                     if tp is not None:
                         ports.append({"name": sp.get("name", ""), "port": tp,
                                       "protocol": sp.get("protocol", "TCP")})
+                # podToEndpoint (k8s.io/endpointslice): a terminating pod stays in the
+                # slice, serving as its Ready condition says, but never ready (unless
+                # publishNotReadyAddresses).
                 terminating = bool(meta(pod).get("deletionTimestamp"))
-                ready = cond_true(pod, "Ready")
+                serving = cond_true(pod, "Ready")
                 ep = {"addresses": [ips[0]],
-                      "conditions": {"ready": (ready or bool(spec.get("publishNotReadyAddresses")))
-                                     and not terminating,
-                                     "serving": ready, "terminating": terminating},
+                      "conditions": {"ready": bool(spec.get("publishNotReadyAddresses"))
+                                     or (serving and not terminating),
+                                     "serving": serving, "terminating": terminating},
                       "targetRef": {"kind": "Pod", "namespace": ns, "name": meta(pod)["name"],
                                     "uid": meta(pod).get("uid")}}
                 nn = (pod.get("spec") or {}).get("nodeName")
@@ -2293,6 +2356,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 raise bad_request("DeleteOptions must be an object")
             if q.get("propagationPolicy"):
                 opts["propagationPolicy"] = q["propagationPolicy"]
+            if q.get("gracePeriodSeconds", "").lstrip("-").isdigit():
+                opts["gracePeriodSeconds"] = int(q["gracePeriodSeconds"])
             dry = dry or opts.get("dryRun") == ["All"]
             if name is None:
                 return self.do_deletecollection(rt, ns, opts, dry)
