@@ -34,7 +34,7 @@ Ratios are medians of the per-round ratios.  Clients on CPU 0, servers on
 CPU 1.  Everything made is removed at the end, also on failure or Ctrl-C.
 
 Usage: services.py [--rounds N] [--seconds S] [--services N] [--quick] [--json FILE]
-(defaults: 9 rounds of 1 s per measurement, 10,000 services: about 6 minutes)
+(defaults: 9 rounds of 1 s per measurement, 10,000 services: about 8 minutes)
 """
 
 import argparse
