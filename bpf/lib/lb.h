@@ -176,8 +176,27 @@ static __always_inline int cw_lb4_egress(struct __sk_buff *skb)
 	fkey.port = t.dport;
 	fkey.proto = t.proto;
 	svc = bpf_map_lookup_elem(&cw_lb4_services, &fkey);
-	if (!svc)
+	if (!svc) {
+		/*
+		 * A new direct TCP connection on the tuple an ended service flow
+		 * used (same client port, same backend) must not have its replies
+		 * taken for that flow's while its entries age: its SYN drops the
+		 * flow's reply index.  (A service flow still open on that very
+		 * tuple could not coexist with it at the backend anyway.)
+		 */
+		if (t.proto == IPPROTO_TCP && !fragment &&
+		    cw_tcp_flags(skb, l4, t.proto, &tcp_flags) == 0 &&
+		    (tcp_flags & (CW_TCP_SYN | CW_TCP_ACK)) == CW_TCP_SYN) {
+			ck.saddr = t.daddr;
+			ck.daddr = t.saddr;
+			ck.sport = t.dport;
+			ck.dport = t.sport;
+			ck.proto = t.proto;
+			ck.kind = CW_CT_REPLY;
+			bpf_map_delete_elem(&cw_lb4_ct, &ck);
+		}
 		return 0;
+	}
 	count = svc->count;
 	rev_nat_id = svc->rev_nat_id;
 

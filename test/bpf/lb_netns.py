@@ -35,6 +35,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -182,11 +183,14 @@ class Backend:
 class Conn:
     """A client TCP connection from a pod; .backend and .seen_as from the greeting."""
 
-    def __init__(self, pod, ip=FRONTEND, port=FE_PORT, timeout=5):
+    def __init__(self, pod, ip=FRONTEND, port=FE_PORT, timeout=5, sport=0):
         with in_netns(pod.path):
             self.s = socket.socket()
         self.s.settimeout(timeout)
         try:
+            if sport:
+                self.s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                self.s.bind((pod.ip, sport))
             self.s.connect((ip, port))
             self.f = self.s.makefile("rb")
             greet = self.f.readline().decode().split()
@@ -384,6 +388,28 @@ def check_direct_untouched(lab):
         check(got == name and src == (ip, BE_PORT), f"direct UDP to {ip}: {got} from {src}")
 
 
+def check_direct_after_service(lab):
+    """A direct connection to a backend from the client port a service flow to that
+    backend just used (the flow closed, its conntrack entries still aging) is its own
+    connection: its replies are not taken for the old flow's and rewritten."""
+    set_service(lab.a, IPPROTO_TCP, TCP_ID, [lab.local.ip, lab.remote.ip])
+    for sport in (40001, 40002, 40003, 40004):
+        conn = Conn(lab.client, sport=sport)
+        backend = conn.backend
+        check(conn.ask("via the service") == backend, "the service connection changed backend")
+        conn.close()
+        time.sleep(0.2)
+        check(flow_entry(lab.a, IPPROTO_TCP, lab.client.ip, sport) is not None,
+              "the closed service flow's conntrack entry is already gone (nothing to test)")
+        direct = Conn(lab.client, lab.names[backend], BE_PORT, sport=sport)
+        try:
+            check(direct.peer == (lab.names[backend], BE_PORT) and direct.backend == backend,
+                  f"direct connection from port {sport}: peer {direct.peer}, {direct.backend}")
+            check(direct.ask("direct") == backend, "the direct connection's echo")
+        finally:
+            direct.close()
+
+
 LOOPBACK = "169.254.42.1"  # CW_LB_LOOPBACK4
 
 
@@ -497,6 +523,8 @@ def main():
                      "NO_SERVICE_BACKEND", check_no_backend, lab)
             run.step("direct traffic to the backend pods is not rewritten",
                      check_direct_untouched, lab)
+            run.step("a direct connection reusing a closed service flow's client port works",
+                     check_direct_after_service, lab)
             run.step("the client is its own backend (hairpin): it reaches itself through the "
                      "frontend, its server sees the service loopback address", check_hairpin, lab)
             run.step("checksum offload off in the pods: bulk TCP and odd/even UDP through every "
