@@ -276,10 +276,11 @@ class Mesh:
     def wait_replicas(self, want, timeout=60):
         """{cluster: n}: rebel-base pods running, none left terminating."""
         for c, n in want.items():
-            self.lab.wait_running(c, n, {"name": "rebel-base"}, timeout=timeout)
-            wait_for(lambda: not [p for p in self.lab.pods(c) if p["metadata"].get("deletionTimestamp")
-                                  and p["metadata"].get("labels", {}).get("name") == "rebel-base"],
-                     timeout, what=f"{c}'s terminating rebel-base pods to go")
+            if n:
+                self.lab.wait_running(c, n, {"name": "rebel-base"}, timeout=timeout)
+            wait_for(lambda: len([p for p in self.lab.pods(c)
+                                  if p["metadata"].get("labels", {}).get("name") == "rebel-base"]) == n,
+                     timeout, what=f"{c}'s rebel-base pods to be {n}, none terminating")
 
     def running(self, cluster, app):
         """name -> pod IP of the app's pods that run, ready, and are not being deleted."""
