@@ -19,8 +19,10 @@ and every one of those must be answered, by exactly the expected clusters.  "Bot
 clusters" with 4 backends, 2 in each, fails by chance with probability 2^-23 per pod;
 "only X" is absolute (a single answer from elsewhere, or no answer, fails).
 
-Steps 1-5 are the global service; they fail until the node role load-balances services
-and the mesh-apiserver publishes them.  Step 6 (pods by IP across clusters) is
+Beside the steps: a Terminating backend (its kubelet stopped, so it stays and still
+answers) takes no request; the older annotations (io.cilium/global-service,
+io.cilium/service-affinity) work, a Service that is not global stays local; `clusters
+-o json` counts what the remote etcd holds.  Step 6 (pods by IP across clusters) is
 parametrized over tunnel, native and hybrid routing, and hybrid across two L2 segments.
 
 The walkthrough's steps share one lab for the module; each starts from the walkthrough's
@@ -32,6 +34,10 @@ annotation").
 import importlib.util
 import ipaddress
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -198,6 +204,49 @@ def test_step5_affinity_remote(mesh):
 
 
 # --- beside the walkthrough: what the steps rely on ----------------------------------------
+
+def test_terminating_backends_leave_at_once(mesh):
+    """Scaled down, a pod is Terminating before it is gone: its EndpointSlice entry turns
+    ready=false, terminating=true (serving still true) at once, as the real API server's
+    EndpointSlice controller does.  With cluster2's kubelet stopped, its rebel-base pods
+    stay Terminating and keep answering; still no request from either cluster reaches them,
+    and no node balances over them: a backend that is not ready leaves the slots at once."""
+    m = mesh
+    start(m)
+    m.expect({C1: BOTH, C2: BOTH}, n=8, what="before")
+    kubelet = next(p for p in m.lab.state()["procs"] if p["role"] == "kubelet" and p["cluster"] == C2)
+    cfg = m.lab.dir / C2 / "kubelet" / "config.json"
+    doomed = m.rebels(C2)
+    os.kill(kubelet["pid"], signal.SIGTERM)
+    wait_for(lambda: not _c.kl.alive(kubelet["pid"], kubelet["start"]), 15, what="cluster2's kubelet to stop")
+    again = None
+    try:
+        m.kubectl(C2, "scale", "deployment", "rebel-base", "--replicas=0")
+        pods = {p["metadata"]["name"]: p for p in m.lab.pods(C2) if p["metadata"]["name"] in doomed}
+        assert set(pods) == set(doomed) and all(p["metadata"].get("deletionTimestamp") for p in pods.values()), \
+            f"scaled to 0, the bound pods should stay Terminating until their kubelet deletes them: {sorted(pods)}"
+        out = m.kubectl(C2, "get", "pods", "-l", "name=rebel-base", "--no-headers").stdout
+        assert out.count("Terminating") == len(doomed), out
+        eps = {e["addresses"][0]: e["conditions"] for s in json.loads(m.kubectl(
+            C2, "get", "endpointslices", "-l", "kubernetes.io/service-name=rebel-base", "-o", "json").stdout)["items"]
+            for e in s.get("endpoints") or []}
+        assert eps == {ip: {"ready": False, "serving": True, "terminating": True} for ip in doomed.values()}, eps
+        for name, ip in doomed.items():  # still there, still answering
+            r = m.lab.exec(C1, "deployment/x-wing", "curl", "-sS", "-m", "3", f"http://{ip}/")
+            assert json.loads(r.stdout)["pod"] == name, r.stdout
+        m.expect({C1: {C1}, C2: {C1}}, what="cluster2's rebel-base Terminating")
+        m.check_services({}, what="cluster2's rebel-base Terminating")
+    finally:
+        # A kubelet again (lab down stops it with the lab): it finishes the deletions.
+        with open(m.lab.dir / C2 / "kubelet.log", "ab") as log:
+            again = subprocess.Popen([sys.executable, Path(_c.kl.__file__), cfg], stdout=log, stderr=log,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+    m.wait_replicas({C2: 0})
+    assert again.poll() is None, "the new kubelet of cluster2 exited"
+    m.kubectl(C2, "scale", "deployment", "rebel-base", f"--replicas={REPLICAS}")
+    m.wait_replicas({C2: REPLICAS})
+    m.expect({C1: BOTH, C2: BOTH}, what="cluster2 scaled back")
+
 
 EXTRA = """\
 apiVersion: v1
