@@ -419,8 +419,14 @@ class Node:
             left.append(f"state file {self.state_file(pod)}")
         return left
 
-    def assert_gone(self, pod):
+    def assert_gone(self, pod, settle=3.0):
+        """Everything of @pod is gone.  The host veth may take a moment: DEL sets it down
+        and a detached child unregisters it (async link delete), so that one is waited for."""
+        deadline = time.monotonic() + settle
         left = self.leftovers(pod)
+        while left == [f"host veth {pod.veth}"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+            left = self.leftovers(pod)
         assert not left, f"pod {pod.name} ({pod.cid[:16]}…/{pod.ifname}) left behind: {left}\n{self.log_tail()}"
 
     def assert_clean(self):
