@@ -30,7 +30,6 @@ starts from the walkthrough's starting point and leaves etcd running.
 
 import importlib.util
 import json
-import os
 import signal
 import subprocess
 import time
