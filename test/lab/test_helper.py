@@ -682,7 +682,7 @@ def test_status_endpoints_and_metrics(shared):
         assert s["endpoints"] == len(local), s
         assert {w["name"] for w in s["kvstore"]} == {"nodes", "ips", "identities"}
         assert all(w["synced"] and w["streaming"] and not w["error"] for w in s["kvstore"]), s["kvstore"]
-        assert len(s["kubernetes"]) == 3 and all(k["synced"] and k["connected"] for k in s["kubernetes"]), s
+        assert len(s["kubernetes"]) == 5 and all(k["synced"] and k["connected"] for k in s["kubernetes"]), s
         assert set(s["counters"]) >= {"invalidRecords", "reconciles", "mapWrites", "mapDeletes", "routeAdds",
                                       "routeDeletes", "publishErrors", "identitiesAllocated"}, s["counters"]
         out = n.helper("endpoints").stdout
