@@ -305,14 +305,23 @@ static cJSON *clusters_doc(struct cw_node *n)
 			break;
 		cJSON_AddStringToObject(o, "name", r->name);
 		cJSON_AddNumberToObject(o, "id", r->id);
-		cJSON_AddStringToObject(o, "state", cw_remote_state_name(r->state));
-		cJSON_AddStringToObject(o, "reason", r->why);
+		/* What a user asks "connected?" about: the streams, not only the handshake. */
+		if (r->state == CW_REMOTE_CONNECTED && r->evicted) {
+			cJSON_AddStringToObject(o, "state", "evicted");
+			cJSON_AddStringToObject(o, "reason", r->lost_why);
+		} else if (r->state == CW_REMOTE_CONNECTED && r->lost_ms) {
+			cJSON_AddStringToObject(o, "state", "disconnected");
+			cJSON_AddStringToObject(o, "reason", r->lost_why);
+		} else {
+			cJSON_AddStringToObject(o, "state", cw_remote_state_name(r->state));
+			cJSON_AddStringToObject(o, "reason", r->why);
+		}
 		cJSON_AddStringToObject(o, "etcd", r->kv ? cw_kv_endpoint(r->kv) : "");
 		cJSON_AddNumberToObject(o, "nodes", (double)watch_keys(r->w_nodes));
 		cJSON_AddNumberToObject(o, "endpoints", (double)watch_keys(r->w_ips));
 		cJSON_AddNumberToObject(o, "identities", (double)watch_keys(r->w_ids));
 		cJSON_AddNumberToObject(o, "services", (double)watch_keys(r->w_svcs));
-		cJSON_AddBoolToObject(o, "synced", cw_remote_settled(r, CW_KEY_NODES) &&
+		cJSON_AddBoolToObject(o, "synced", !r->lost_ms && cw_remote_settled(r, CW_KEY_NODES) &&
 						   cw_remote_settled(r, CW_KEY_IPS) &&
 						   cw_remote_settled(r, CW_KEY_IDENTITIES) &&
 						   cw_remote_settled(r, CW_KEY_SERVICES));

@@ -9,6 +9,7 @@
  * deleted before every watch has delivered its first listing, so a
  * restarting helper never withdraws an entry it simply has not re-read yet.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,19 @@ int cw_datapath_setup(struct cw_node *n)
 	pr_info("datapath: ready on %s (underlay %s, MTU %u)", n->o.bpf_root, n->underlay_dev,
 		n->underlay_mtu);
 	return 0;
+}
+
+bool cw_ip_is_local(struct cw_node *n, struct in_addr ip)
+{
+	char key[64];
+
+	if (n->pod_cidr.len && cw_prefix4_contains(&n->pod_cidr, ip))
+		return true;
+	for (size_t i = 0; i < n->n_local_cidrs; i++)
+		if (cw_prefix4_contains(&n->local_cidrs[i], ip))
+			return true;
+	snprintf(key, sizeof(key), CW_KEY_IPS "%s", inet_ntoa(ip));
+	return n->w_ips && cw_kv_watch_lookup(n->w_ips, key);
 }
 
 void cw_datapath_update_endpoint(struct cw_node *n, const struct cw_local_ep *ep)
@@ -227,6 +241,13 @@ static void want_ip(const struct cw_kv_pair *kv, void *arg)
 
 	if (d->err)
 		return;
+	if (d->cluster_id != n->o.cluster_id) {
+		struct in_addr ip;
+
+		/* Refused (and counted) when it arrived: local pods are ours alone. */
+		if (cw_addr4_parse(kv->key + strlen(CW_KEY_IPS), &ip) && cw_ip_is_local(n, ip))
+			return;
+	}
 	if (cw_ip_rec_parse(kv->key, kv->value, kv->value_len, d->cluster_id, &r, err,
 			    sizeof(err))) {
 		/*
@@ -417,6 +438,8 @@ void cw_datapath_ip_put(struct cw_node *n, unsigned int cluster_id, const struct
 	}
 	if (cw_ip_rec_parse(kv->key, kv->value, kv->value_len, cluster_id, &r, err, sizeof(err)))
 		return; /* logged and counted by the watch; the entry stays as it was */
+	if (cluster_id != n->o.cluster_id && cw_ip_is_local(n, r.ip))
+		return; /* refused and counted by the watch */
 	want = ip_entry(n, &r, cluster_id);
 	if (cw_ipcache_get(n->dp, r.ip.s_addr, 32, &cur) == 0 && memcmp(&cur, &want, sizeof(cur)) == 0)
 		return;
@@ -463,6 +486,18 @@ int cw_datapath_reconcile(struct cw_node *n)
 	d.cluster = n->o.cluster;
 	d.cluster_id = n->o.cluster_id;
 	cw_kv_watch_foreach(n->w_nodes, want_node, &d);
+	if (!d.err) {
+		/* The local PodCIDRs, against which remote pod records are checked. */
+		struct cw_prefix4 *lc = calloc(d.n_cidrs ? d.n_cidrs : 1, sizeof(*lc));
+
+		if (lc) {
+			free(n->local_cidrs);
+			n->local_cidrs = lc;
+			n->n_local_cidrs = 0;
+			for (size_t i = 0; i < d.n_cidrs; i++)
+				lc[n->n_local_cidrs++] = d.cidrs[i].p;
+		}
+	}
 	cw_kv_watch_foreach(n->w_ips, want_ip, &d);
 	for (struct cw_remote *r = n->remotes; r; r = r->next) {
 		if (!cw_remote_usable(r))

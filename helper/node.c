@@ -816,6 +816,12 @@ bool cw_mesh_record_ok(struct cw_node *n, const char *cluster, unsigned int clus
 
 		rc = cw_ip_rec_parse(kv->key, kv->value, kv->value_len, cluster_id, &r, err,
 				     sizeof(err));
+		if (!rc && cluster_id != n->o.cluster_id && cw_ip_is_local(n, r.ip)) {
+			snprintf(err, sizeof(err),
+				 "%s is a pod address of this cluster (%s), not cluster %s's",
+				 kv->key + strlen(CW_KEY_IPS), n->o.cluster, cluster);
+			rc = -EPERM;
+		}
 	} else if (strncmp(kv->key, CW_KEY_ID, strlen(CW_KEY_ID)) == 0) {
 		uint32_t id;
 
@@ -989,6 +995,7 @@ static void node_free(struct cw_node *n)
 	cw_timer_del(n->t_resync);
 	cw_timer_del(n->t_lb);
 	cw_lb_clear(&n->lb);
+	free(n->local_cidrs);
 	cw_io_del(n->inotify_io);
 	cw_close(n->inotify_fd);
 	while (n->eps) {

@@ -188,6 +188,8 @@ struct cw_node {
 	unsigned int underlay_mtu;
 	bool dp_ready;                /* VXLAN device and config map in place */
 	bool dp_synced;               /* the first full reconcile has run */
+	struct cw_prefix4 *local_cidrs; /* every local node's PodCIDR, as of the last reconcile */
+	size_t n_local_cidrs;
 	struct cw_lb_table lb;        /* the service maps' content */
 	bool lb_loaded;               /* lb read back from the maps (once, or after an error) */
 	uint16_t lb_next_id;          /* where the search for a free reverse NAT id starts */
@@ -223,6 +225,12 @@ bool cw_mesh_record_ok(struct cw_node *n, const char *cluster, unsigned int clus
 		       const struct cw_kv_pair *kv);
 __attribute__((format(printf, 2, 3)))
 void cw_node_error(struct cw_node *n, const char *fmt, ...);
+
+/*
+ * Whether @ip belongs to this cluster (a local node's PodCIDR holds it, or a
+ * local ip/v1 record names it): a remote cluster's record for it is refused.
+ */
+bool cw_ip_is_local(struct cw_node *n, struct in_addr ip);
 
 /* datapath.c */
 int cw_datapath_setup(struct cw_node *n);
