@@ -89,7 +89,9 @@ static void on_remote_put(void *arg, const struct cw_kv_pair *kv, const struct c
 	struct cw_remote *r = arg;
 
 	(void)old;
-	if (!cw_mesh_record_ok(r->n, r->name, r->id, kv))
+	/* A refused node record still goes to the reconcile, which reports overlaps. */
+	if (!cw_mesh_record_ok(r->n, r->name, r->id, kv) &&
+	    strncmp(kv->key, CW_KEY_NODES, strlen(CW_KEY_NODES)) != 0)
 		return;
 	remote_changed(r, kv, true);
 }

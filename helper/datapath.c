@@ -86,6 +86,21 @@ int cw_datapath_setup(struct cw_node *n)
 	return 0;
 }
 
+static bool prefixes_overlap(const struct cw_prefix4 *a, const struct cw_prefix4 *b)
+{
+	return cw_prefix4_first(a) <= cw_prefix4_last(b) && cw_prefix4_first(b) <= cw_prefix4_last(a);
+}
+
+bool cw_cidr_is_local(struct cw_node *n, const struct cw_prefix4 *p)
+{
+	if (n->pod_cidr.len && prefixes_overlap(&n->pod_cidr, p))
+		return true;
+	for (size_t i = 0; i < n->n_local_cidrs; i++)
+		if (prefixes_overlap(&n->local_cidrs[i], p))
+			return true;
+	return false;
+}
+
 bool cw_ip_is_local(struct cw_node *n, struct in_addr ip)
 {
 	char key[64];
@@ -199,6 +214,9 @@ static void want_node(const struct cw_kv_pair *kv, void *arg)
 	d->cidrs[d->n_cidrs] = (struct cidr_owner){ r.pod_cidr, d->cluster_id, "" };
 	snprintf(d->cidrs[d->n_cidrs++].node, sizeof(d->cidrs[0].node), "%.63s", r.name);
 	if (d->cluster_id == n->o.cluster_id && strcmp(r.name, n->o.node_name) == 0)
+		return;
+	/* A remote node claiming addresses of ours is reported (overlap), never routed to. */
+	if (d->cluster_id != n->o.cluster_id && cw_cidr_is_local(n, &r.pod_cidr))
 		return;
 	if (tunnel_to(n, r.internal_ip)) {
 		p = grow(d->tun, &d->cap_tun, d->n_tun, sizeof(*d->tun), &d->err);

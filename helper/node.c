@@ -811,6 +811,15 @@ bool cw_mesh_record_ok(struct cw_node *n, const char *cluster, unsigned int clus
 
 		rc = cw_node_rec_parse(kv->key, kv->value, kv->value_len, cluster, cluster_id, &r, err,
 				       sizeof(err));
+		if (!rc && cluster_id != n->o.cluster_id && r.pod_cidr.len &&
+		    cw_cidr_is_local(n, &r.pod_cidr)) {
+			char a[16];
+
+			cw_addr4_str(r.pod_cidr.addr, a);
+			snprintf(err, sizeof(err), "PodCIDR %s/%u overlaps this cluster's (%s): not routed",
+				 a, r.pod_cidr.len, n->o.cluster);
+			rc = -EPERM;
+		}
 	} else if (strncmp(kv->key, CW_KEY_IPS, strlen(CW_KEY_IPS)) == 0) {
 		struct cw_ip_rec r;
 

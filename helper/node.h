@@ -231,6 +231,8 @@ void cw_node_error(struct cw_node *n, const char *fmt, ...);
  * local ip/v1 record names it): a remote cluster's record for it is refused.
  */
 bool cw_ip_is_local(struct cw_node *n, struct in_addr ip);
+/* Whether @p overlaps a PodCIDR of this cluster. */
+bool cw_cidr_is_local(struct cw_node *n, const struct cw_prefix4 *p);
 
 /* datapath.c */
 int cw_datapath_setup(struct cw_node *n);

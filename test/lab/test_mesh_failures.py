@@ -641,6 +641,42 @@ def test_helper_sigkill_keeps_connections_and_maps(mesh, tmp_path):
 
 # --- last: a hijack that works damages cluster1 until its helpers restart -------------------
 
+def test_remote_podcidr_overlap_is_reported_not_routed(mesh):
+    """cluster2 publishes a node whose PodCIDR overlaps a cluster1 node's (10.10.1.0/24):
+    every cluster1 node counts it as invalid, `clusters -o json` reports the overlap on
+    cluster2, and the tunnel map keeps routing 10.10.1.0/24 to cluster1's own node.  Removed,
+    the report clears."""
+    m = mesh
+    start(m)
+    node2 = m.cl[C2]["nodes"][0]
+    n1, n2 = m.nodes(C1)[:2]
+    own = m.node(C1, n1)
+    cidr = own["podCIDR"]
+    net, bits = cidr.split("/")
+    before = {n: m.tunnels(C1, n) for n in m.nodes(C1)}
+    key = K_NODES + f"{C2}/ghost"
+    rec = json.dumps({"Name": "ghost", "Cluster": C2, "ClusterID": 2,
+                      "IPAddresses": [{"Type": "InternalIP", "IP": node2["ip"]}],
+                      "IPv4AllocCIDR": {"IP": net, "Mask": "////AA=="}})
+    assert bits == "24", cidr
+    try:
+        put_one_by_one(m, [(key, rec)], counted=True)
+        for node in m.nodes(C1):
+            wait_for(lambda: "overlaps" in remote_entry(m, node).get("podCIDROverlap", ""), 10,
+                     what=f"{node} to report cluster2's ghost PodCIDR {cidr} as overlapping")
+            said = remote_entry(m, node)["podCIDROverlap"]
+            assert cidr in said and "ghost" in said, said
+        time.sleep(1)
+        after = {n: m.tunnels(C1, n) for n in m.nodes(C1)}
+        assert after == before, f"tunnel maps changed:\nbefore {before}\nafter  {after}"
+        assert after[n2].get(cidr) == own["ip"], after[n2]
+    finally:
+        m.etcdctl(C2, "del", key)
+    for node in m.nodes(C1):
+        wait_for(lambda: not remote_entry(m, node).get("podCIDROverlap"), 10,
+                 what=f"{node} to clear the overlap report")
+
+
 def test_remote_cannot_take_over_a_local_pod_ip(mesh):
     """cluster2 publishing one of cluster1's pod IPs, with one of its own identities and its
     node as the tunnel endpoint: the IP is cluster1's (inside its PodCIDRs, a local
