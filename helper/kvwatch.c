@@ -13,6 +13,7 @@
 #define BACKOFF_BASE_MS 200
 #define BACKOFF_CAP_MS 10000
 #define LIST_PAGE 1000
+#define LIST_TIMEOUT_MS 15000 /* one page */
 
 /* --- the mirror: key -> pair, chained hash table ------------------------ */
 
@@ -211,6 +212,15 @@ struct cw_kv_watch {
 	struct cw_json_splitter split;
 	int stream_rc;          /* why the write callback aborted */
 
+	/* the listing, one page per request on the loop, never blocking it */
+	CURL *list_easy;
+	struct curl_slist *list_hdrs;
+	char *list_buf;
+	size_t list_len, list_cap;
+	char *list_from;        /* first key of the next page; NULL: no listing under way */
+	int64_t list_rev;       /* the revision every page is read at (the first page's) */
+	bool list_next;         /* the timer asks for the next page */
+
 	int64_t last_sync_ms;
 	uint64_t events, relists, reconnects;
 	char error[512];
@@ -294,22 +304,93 @@ static int list_one(const struct cw_kv_pair *kv, void *arg)
 }
 
 /*
- * List the prefix and deliver the difference against the mirror: puts for
- * new or changed keys as they come, deletes for keys the listing lacks.
+ * The listing: the prefix read page by page at one revision, each page a
+ * request on the loop's curl multi handle, so a large store never holds up
+ * the loop.  Puts are delivered as pages arrive (new or changed keys), the
+ * deletes for keys the listing lacks once it is complete; then the stream
+ * starts from the revision after it.  Any failure starts the listing over
+ * after a backoff.
  */
-static int relist(struct cw_kv_watch *w)
+static void list_done(struct cw_loop *loop, CURL *easy, CURLcode res, void *arg);
+static void schedule(struct cw_kv_watch *w, bool now);
+
+static size_t on_list_data(char *ptr, size_t size, size_t n, void *arg)
 {
-	int64_t rev = 0;
+	struct cw_kv_watch *w = arg;
+	size_t len = size * n;
+
+	if (w->list_len + len + 1 > MAX_MESSAGE)
+		return 0; /* aborts the transfer */
+	if (w->list_len + len + 1 > w->list_cap) {
+		size_t cap = w->list_cap ? w->list_cap : 65536;
+		char *nb;
+
+		while (cap < w->list_len + len + 1)
+			cap *= 2;
+		nb = realloc(w->list_buf, cap);
+		if (!nb)
+			return 0;
+		w->list_buf = nb;
+		w->list_cap = cap;
+	}
+	memcpy(w->list_buf + w->list_len, ptr, len);
+	w->list_len += len;
+	w->list_buf[w->list_len] = '\0';
+	return len;
+}
+
+static void list_abort(struct cw_kv_watch *w)
+{
+	free(w->list_from);
+	w->list_from = NULL;
+	w->list_next = false;
+	curl_slist_free_all(w->list_hdrs);
+	w->list_hdrs = NULL;
+}
+
+static int list_page(struct cw_kv_watch *w)
+{
+	char end[1024], *body;
 	int rc;
 
-	for (size_t i = 0; i < w->mirror.n_slots; i++)
-		for (struct entry *e = w->mirror.slots[i]; e; e = e->next)
-			e->seen = false;
-	rc = cw_kv_list(w->kv, w->prefix, LIST_PAGE, list_one, w, &rev);
+	rc = cw_kvp_prefix_end(w->prefix, end, sizeof(end));
+	if (rc)
+		return rc;
+	body = cw_kvp_range_req(w->list_from, end, LIST_PAGE, w->list_rev, false);
+	if (!body)
+		return -ENOMEM;
+	curl_easy_reset(w->list_easy);
+	curl_slist_free_all(w->list_hdrs);
+	w->list_hdrs = NULL;
+	rc = cw_kv_stream_setup(w->kv, w->list_easy, "/v3/kv/range", body, &w->list_hdrs);
+	free(body);
 	if (rc) {
 		watch_error(w, "list: %s", cw_kv_error(w->kv));
 		return rc;
 	}
+	w->list_len = 0;
+	curl_easy_setopt(w->list_easy, CURLOPT_WRITEFUNCTION, on_list_data);
+	curl_easy_setopt(w->list_easy, CURLOPT_WRITEDATA, w);
+	curl_easy_setopt(w->list_easy, CURLOPT_TIMEOUT_MS, (long)LIST_TIMEOUT_MS);
+	return cw_loop_curl_add(w->loop, w->list_easy, list_done, w);
+}
+
+static int list_start(struct cw_kv_watch *w)
+{
+	for (size_t i = 0; i < w->mirror.n_slots; i++)
+		for (struct entry *e = w->mirror.slots[i]; e; e = e->next)
+			e->seen = false;
+	list_abort(w);
+	w->list_rev = 0;
+	w->list_from = strdup(w->prefix);
+	if (!w->list_from)
+		return -ENOMEM;
+	return list_page(w);
+}
+
+/* The listing is complete: deletes for what it lacked, then the stream. */
+static void list_finish(struct cw_kv_watch *w)
+{
 	for (size_t i = 0; i < w->mirror.n_slots; i++) {
 		struct entry *e = w->mirror.slots[i];
 
@@ -326,17 +407,90 @@ static int relist(struct cw_kv_watch *w)
 			e = next;
 		}
 	}
-	w->revision = rev;
+	list_abort(w);
+	w->revision = w->list_rev;
 	w->need_list = false;
 	w->relists++;
 	w->last_sync_ms = cw_loop_now_ms();
 	w->error[0] = '\0';
+	cw_timer_arm(w->timer, 0); /* the stream, from the next turn */
 	if (!w->synced) {
 		w->synced = true;
 		if (w->ops->synced)
 			w->ops->synced(w->arg);
 	}
-	return 0;
+}
+
+static bool token_refused(const struct cw_kv_error *e)
+{
+	return e->code == CW_GRPC_UNAUTHENTICATED || strstr(e->message, "invalid auth token") ||
+	       strstr(e->message, "user name is empty");
+}
+
+static void list_done(struct cw_loop *loop, CURL *easy, CURLcode res, void *arg)
+{
+	struct cw_kv_watch *w = arg;
+	struct cw_kv_range_resp r;
+	struct cw_kv_error e;
+	long status = 0;
+	char err[256];
+	bool more;
+	int rc = 0;
+
+	(void)loop;
+	if (res != CURLE_OK) {
+		watch_error(w, "%s: list: %s", cw_kv_endpoint(w->kv), curl_easy_strerror(res));
+		cw_kv_stream_failed(w->kv, false);
+		goto retry;
+	}
+	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+	if (status != 200) {
+		if (w->list_buf && cw_kvp_parse_error(w->list_buf, w->list_len, &e)) {
+			watch_error(w, "%s: list: etcd: %s (code %d)", cw_kv_endpoint(w->kv), e.message,
+				    e.code);
+			if (token_refused(&e))
+				cw_kv_stream_failed(w->kv, true);
+		} else {
+			watch_error(w, "%s: list: HTTP %ld", cw_kv_endpoint(w->kv), status);
+			cw_kv_stream_failed(w->kv, false);
+		}
+		goto retry;
+	}
+	if (cw_kvp_parse_range(w->list_buf ? w->list_buf : "", w->list_len, &r, err, sizeof(err))) {
+		watch_error(w, "list: %s", err);
+		goto retry;
+	}
+	if (!w->list_rev)
+		w->list_rev = r.revision;
+	for (size_t i = 0; i < r.n && !rc; i++)
+		rc = list_one(&r.kvs[i], w);
+	more = r.more && r.n > 0;
+	if (!rc && more) {
+		/* the next page: the smallest text key after the last one */
+		char *from = malloc(strlen(r.kvs[r.n - 1].key) + 2);
+
+		if (from) {
+			sprintf(from, "%s%c", r.kvs[r.n - 1].key, 1);
+			free(w->list_from);
+			w->list_from = from;
+		} else {
+			rc = -ENOMEM;
+		}
+	}
+	cw_kvp_range_clear(&r);
+	if (rc)
+		goto retry;
+	if (more) {
+		/* Not from inside curl's completion: from the next loop turn. */
+		w->list_next = true;
+		cw_timer_arm(w->timer, 0);
+		return;
+	}
+	list_finish(w);
+	return;
+retry:
+	list_abort(w);
+	schedule(w, false);
 }
 
 static int on_message(const char *msg, size_t len, void *arg)
@@ -494,8 +648,21 @@ static void on_timer(struct cw_loop *loop, void *arg)
 	struct cw_kv_watch *w = arg;
 
 	(void)loop;
-	if (w->need_list && relist(w)) {
-		schedule(w, false);
+	if (w->list_next) {
+		w->list_next = false;
+		if (list_page(w)) {
+			list_abort(w);
+			schedule(w, false);
+		}
+		return;
+	}
+	if (w->list_from)
+		return; /* a page is on its way */
+	if (w->need_list) {
+		if (list_start(w)) {
+			list_abort(w);
+			schedule(w, false);
+		}
 		return;
 	}
 	if (start_stream(w))
@@ -517,7 +684,8 @@ int cw_kv_watch_start(struct cw_loop *loop, struct cw_kv *kv, const char *prefix
 	w->need_list = true;
 	w->prefix = strdup(prefix);
 	w->easy = curl_easy_init();
-	if (!w->prefix || !w->easy)
+	w->list_easy = curl_easy_init();
+	if (!w->prefix || !w->easy || !w->list_easy)
 		goto fail;
 	rc = cw_timer_add(loop, 0, 0, on_timer, w, &w->timer);
 	if (rc)
@@ -534,8 +702,13 @@ void cw_kv_watch_free(struct cw_kv_watch *w)
 	if (!w)
 		return;
 	cw_loop_curl_remove(w->loop, w->easy);
+	cw_loop_curl_remove(w->loop, w->list_easy);
 	if (w->easy)
 		curl_easy_cleanup(w->easy);
+	if (w->list_easy)
+		curl_easy_cleanup(w->list_easy);
+	list_abort(w);
+	free(w->list_buf);
 	curl_slist_free_all(w->hdrs);
 	cw_timer_del(w->timer);
 	cw_json_splitter_clear(&w->split);
