@@ -67,6 +67,8 @@ static void remote_free(struct cw_remote *r)
  * heartbeat touch no map (the health timer reads the heartbeat), the rest
  * (nodes, synced canaries) the full reconcile.
  */
+static bool watch_synced(const struct cw_kv_watch *w);
+
 static void remote_changed(struct cw_remote *r, const struct cw_kv_pair *kv, bool put)
 {
 	if (strncmp(kv->key, CW_KEY_IPS, strlen(CW_KEY_IPS)) == 0) {
@@ -77,7 +79,9 @@ static void remote_changed(struct cw_remote *r, const struct cw_kv_pair *kv, boo
 		else
 			cw_datapath_ip_del(r->n, r->id, kv);
 	} else if (strncmp(kv->key, CW_KEY_SERVICES, strlen(CW_KEY_SERVICES)) == 0) {
-		cw_node_services_soon(r->n);
+		/* While the first listing arrives, its end (synced) reconciles once. */
+		if (watch_synced(r->w_svcs))
+			cw_node_services_soon(r->n);
 	} else if (strncmp(kv->key, CW_KEY_ID, strlen(CW_KEY_ID)) != 0 &&
 		   strcmp(kv->key, CW_KEY_HEARTBEAT) != 0) {
 		cw_node_reconcile_soon(r->n);

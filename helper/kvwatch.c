@@ -339,6 +339,12 @@ static size_t on_list_data(char *ptr, size_t size, size_t n, void *arg)
 	return len;
 }
 
+/*
+ * Ends a listing (done, failed, or the watch freed): its handle, its
+ * connection and its buffer go, so a synced watch holds one connection
+ * (the stream) and no page.  Never called while a page is in flight but
+ * from cw_kv_watch_free, which removes the handle from the loop first.
+ */
 static void list_abort(struct cw_kv_watch *w)
 {
 	free(w->list_from);
@@ -346,6 +352,14 @@ static void list_abort(struct cw_kv_watch *w)
 	w->list_next = false;
 	curl_slist_free_all(w->list_hdrs);
 	w->list_hdrs = NULL;
+	if (w->list_easy) {
+		cw_loop_curl_remove(w->loop, w->list_easy);
+		curl_easy_cleanup(w->list_easy);
+		w->list_easy = NULL;
+	}
+	free(w->list_buf);
+	w->list_buf = NULL;
+	w->list_len = w->list_cap = 0;
 }
 
 static int list_page(struct cw_kv_watch *w)
@@ -383,7 +397,8 @@ static int list_start(struct cw_kv_watch *w)
 	list_abort(w);
 	w->list_rev = 0;
 	w->list_from = strdup(w->prefix);
-	if (!w->list_from)
+	w->list_easy = curl_easy_init();
+	if (!w->list_from || !w->list_easy)
 		return -ENOMEM;
 	return list_page(w);
 }
@@ -684,8 +699,7 @@ int cw_kv_watch_start(struct cw_loop *loop, struct cw_kv *kv, const char *prefix
 	w->need_list = true;
 	w->prefix = strdup(prefix);
 	w->easy = curl_easy_init();
-	w->list_easy = curl_easy_init();
-	if (!w->prefix || !w->easy || !w->list_easy)
+	if (!w->prefix || !w->easy)
 		goto fail;
 	rc = cw_timer_add(loop, 0, 0, on_timer, w, &w->timer);
 	if (rc)
@@ -702,13 +716,9 @@ void cw_kv_watch_free(struct cw_kv_watch *w)
 	if (!w)
 		return;
 	cw_loop_curl_remove(w->loop, w->easy);
-	cw_loop_curl_remove(w->loop, w->list_easy);
 	if (w->easy)
 		curl_easy_cleanup(w->easy);
-	if (w->list_easy)
-		curl_easy_cleanup(w->list_easy);
 	list_abort(w);
-	free(w->list_buf);
 	curl_slist_free_all(w->hdrs);
 	cw_timer_del(w->timer);
 	cw_json_splitter_clear(&w->split);

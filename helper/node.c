@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1031,6 +1032,12 @@ int cw_node_main(const struct cw_node_opts *o)
 			     .mesh_inotify_fd = -1 };
 	int rc;
 
+	/*
+	 * Page buffers of the store's listings and Kubernetes lists are large and
+	 * short-lived: a fixed mmap threshold gives them back to the system when
+	 * freed, instead of growing the heap glibc's adaptive threshold leads to.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 128 * 1024);
 	n.started_ms = cw_loop_now_ms();
 	n.node_ip = o->node_ip;
 	n.pod_cidr = o->pod_cidr;
