@@ -14,7 +14,6 @@
  */
 #include <dirent.h>
 #include <errno.h>
-#include <stddef.h>
 #include <time.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -230,16 +229,6 @@ static void on_retry(struct cw_loop *loop, void *arg)
 
 /* --- settled, usable, evicted ------------------------------------------------------ */
 
-static const struct {
-	const char *prefix, *kind;
-	size_t off;
-} kinds[] = {
-	{ CW_KEY_NODES, "nodes", offsetof(struct cw_remote, w_nodes) },
-	{ CW_KEY_IPS, "ip", offsetof(struct cw_remote, w_ips) },
-	{ CW_KEY_IDENTITIES, "identities", offsetof(struct cw_remote, w_ids) },
-	{ CW_KEY_SERVICES, "services", offsetof(struct cw_remote, w_svcs) },
-};
-
 static bool watch_synced(const struct cw_kv_watch *w)
 {
 	struct cw_kv_watch_status st;
@@ -250,27 +239,36 @@ static bool watch_synced(const struct cw_kv_watch *w)
 	return st.synced;
 }
 
+/* The watch of @r that mirrors @prefix, and the kind its synced canary names. */
+static const struct cw_kv_watch *watch_of(const struct cw_remote *r, const char *prefix,
+					  const char **kind)
+{
+	if (strncmp(prefix, CW_KEY_NODES, strlen(CW_KEY_NODES)) == 0)
+		return *kind = "nodes", r->w_nodes;
+	if (strncmp(prefix, CW_KEY_IPS, strlen(CW_KEY_IPS)) == 0)
+		return *kind = "ip", r->w_ips;
+	if (strncmp(prefix, CW_KEY_IDENTITIES, strlen(CW_KEY_IDENTITIES)) == 0)
+		return *kind = "identities", r->w_ids;
+	if (strncmp(prefix, CW_KEY_SERVICES, strlen(CW_KEY_SERVICES)) == 0)
+		return *kind = "services", r->w_svcs;
+	return *kind = NULL, NULL;
+}
+
 bool cw_remote_settled(const struct cw_remote *r, const char *prefix)
 {
+	const struct cw_kv_watch *w;
+	const char *kind;
 	char canary[160];
 
 	if (r->state != CW_REMOTE_CONNECTED)
 		return false;
-	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
-		const struct cw_kv_watch *w;
-
-		if (strncmp(prefix, kinds[i].prefix, strlen(kinds[i].prefix)) != 0)
-			continue;
-		w = *(struct cw_kv_watch *const *)((const char *)r + kinds[i].off);
-		if (!watch_synced(w))
-			return false;
-		if (!r->canaries)
-			return true;
-		snprintf(canary, sizeof(canary), CW_KEY_SYNCED "%s/cilium/state/%s/v1", r->name,
-			 kinds[i].kind);
-		return watch_synced(r->w_synced) && cw_kv_watch_lookup(r->w_synced, canary);
-	}
-	return false;
+	w = watch_of(r, prefix, &kind);
+	if (!kind || !watch_synced(w))
+		return false;
+	if (!r->canaries)
+		return true;
+	snprintf(canary, sizeof(canary), CW_KEY_SYNCED "%s/cilium/state/%s/v1", r->name, kind);
+	return watch_synced(r->w_synced) && cw_kv_watch_lookup(r->w_synced, canary);
 }
 
 bool cw_remote_usable(const struct cw_remote *r)

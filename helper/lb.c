@@ -96,6 +96,7 @@ static int lb_load(struct cw_node *n)
 	struct cw_lb4_key *keys = NULL;
 	struct cw_lb4_slot_key *slots = NULL;
 	__u16 *ids = NULL;
+	uint32_t *count = NULL;
 	size_t nk = 0, ns = 0, ni = 0;
 	int rc;
 
@@ -129,32 +130,30 @@ static int lb_load(struct cw_node *n)
 		goto out;
 	if (n->lb.n)
 		qsort(n->lb.v, n->lb.n, sizeof(*n->lb.v), cmp_fe);
+	/* Slot count per id, so an orphan is found in one look, not a scan per key. */
+	count = calloc(65536, sizeof(*count));
+	if (!count) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (size_t j = 0; j < n->lb.n; j++)
+		count[n->lb.v[j].id] = (uint32_t)n->lb.v[j].n + 1; /* +1: the id is in use */
 	if (cw_lb4_backend_keys(n->dp, &slots, &ns) == 0)
-		for (size_t i = 0; i < ns; i++) {
-			bool used = false;
-
-			for (size_t j = 0; j < n->lb.n && !used; j++)
-				used = n->lb.v[j].id == slots[i].rev_nat_id &&
-				       slots[i].slot <= n->lb.v[j].n;
-			if (!used && cw_lb4_backend_delete(n->dp, slots[i].rev_nat_id,
-							   slots[i].slot) == 0)
+		for (size_t i = 0; i < ns; i++)
+			if (slots[i].slot >= count[slots[i].rev_nat_id] &&
+			    cw_lb4_backend_delete(n->dp, slots[i].rev_nat_id, slots[i].slot) == 0)
 				n->c.lb_removes++;
-		}
 	if (cw_lb4_revnat_keys(n->dp, &ids, &ni) == 0)
-		for (size_t i = 0; i < ni; i++) {
-			bool used = false;
-
-			for (size_t j = 0; j < n->lb.n && !used; j++)
-				used = n->lb.v[j].id == ids[i];
-			if (!used && cw_lb4_revnat_delete(n->dp, ids[i]) == 0)
+		for (size_t i = 0; i < ni; i++)
+			if (!count[ids[i]] && cw_lb4_revnat_delete(n->dp, ids[i]) == 0)
 				n->c.lb_removes++;
-		}
 	n->lb_loaded = true;
 	pr_info("services: adopted %zu frontends from the maps", n->lb.n);
 out:
 	free(keys);
 	free(slots);
 	free(ids);
+	free(count);
 	return rc;
 }
 

@@ -10,6 +10,7 @@ Tests marked needs_helper check what only a working causeway-helper gives
 (pod traffic between nodes); `-m needs_helper` runs just those.
 """
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -520,6 +521,22 @@ def fmt_tallies(t):
     """{client cluster: {pod: Counter}} as 'cluster1 x-wing-…: cluster1=12 cluster2=12'."""
     return "; ".join(f"{c} {pod}: " + " ".join(f"{k}={v}" for k, v in sorted(tally.items()))
                      for c, pods in t.items() for pod, tally in pods.items())
+
+
+@contextlib.contextmanager
+def mesh_lab(topology, tmp):
+    """A mesh for a test module: the lab up with @topology, rebel-base.yaml applied in every
+    cluster; taken down at the end, which must leave nothing behind."""
+    lab = Lab(topology, tmp=tmp)
+    try:
+        lab.up()
+        m = Mesh(lab)
+        m.apply()
+        yield m
+    finally:
+        if lab.is_up or lab.dir.exists():
+            r = lab.down()
+            assert r.returncode == 0, f"lab down {lab.name}:\n{r.stderr}"
 
 
 @pytest.fixture

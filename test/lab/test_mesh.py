@@ -53,8 +53,8 @@ def _conftest():
 
 
 _c = _conftest()
-Lab, Mesh, TOPOLOGIES, MESHCHECK, REPLICAS, run, wait_for = (
-    _c.Lab, _c.Mesh, _c.TOPOLOGIES, _c.MESHCHECK, _c.REPLICAS, _c.run, _c.wait_for)
+TOPOLOGIES, MESHCHECK, REPLICAS, run, wait_for = (
+    _c.TOPOLOGIES, _c.MESHCHECK, _c.REPLICAS, _c.run, _c.wait_for)
 
 TOPO = TOPOLOGIES / "two-clusters.yaml"
 C1, C2 = "cluster1", "cluster2"
@@ -65,16 +65,8 @@ SVC_RECORD = "cilium/state/services/v1/{}/default/rebel-base"
 
 @pytest.fixture(scope="module")
 def mesh(built, tmp_path_factory):
-    lab = Lab(TOPO, tmp=tmp_path_factory.mktemp("mesh"))
-    try:
-        lab.up()
-        m = Mesh(lab)
-        m.apply()
+    with _c.mesh_lab(TOPO, tmp_path_factory.mktemp("mesh")) as m:
         yield m
-    finally:
-        if lab.is_up or lab.dir.exists():
-            r = lab.down()
-            assert r.returncode == 0, f"lab down {lab.name}:\n{r.stderr}"
 
 
 def start(m):

@@ -49,8 +49,8 @@ def _conftest():
 
 
 _c = _conftest()
-Lab, Mesh, TOPOLOGIES, REPLICAS, ROOT, run, wait_for = (
-    _c.Lab, _c.Mesh, _c.TOPOLOGIES, _c.REPLICAS, _c.ROOT, _c.run, _c.wait_for)
+TOPOLOGIES, REPLICAS, ROOT, run, wait_for = (
+    _c.TOPOLOGIES, _c.REPLICAS, _c.ROOT, _c.run, _c.wait_for)
 
 TOPO = TOPOLOGIES / "two-clusters-eviction.yaml"
 EVICT = yaml.safe_load(TOPO.read_text())["clusters"][0]["remoteEvictionTimeout"]
@@ -65,16 +65,8 @@ K_SVCS = "cilium/state/services/v1/"
 
 @pytest.fixture(scope="module")
 def mesh(built, tmp_path_factory):
-    lab = Lab(TOPO, tmp=tmp_path_factory.mktemp("meshfail"))
-    try:
-        lab.up()
-        m = Mesh(lab)
-        m.apply()
+    with _c.mesh_lab(TOPO, tmp_path_factory.mktemp("meshfail")) as m:
         yield m
-    finally:
-        if lab.is_up or lab.dir.exists():
-            r = lab.down()
-            assert r.returncode == 0, f"lab down {lab.name}:\n{r.stderr}"
 
 
 def start(m):
