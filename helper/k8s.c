@@ -950,6 +950,66 @@ struct body {
 	size_t len;
 };
 
+/* --- slim objects ------------------------------------------------------------ */
+
+static void slim(cJSON *obj, const char *const *keep, size_t n)
+{
+	cJSON *c, *next;
+
+	for (c = obj->child; c; c = next) {
+		const char *sub[CW_K8S_KEEP_MAX + 3];
+		size_t len, m = 0;
+		bool whole = false;
+
+		next = c->next;
+		len = c->string ? strlen(c->string) : 0;
+		for (size_t i = 0; c->string && i < n; i++) {
+			if (strncmp(keep[i], c->string, len) != 0)
+				continue;
+			if (keep[i][len] == '\0')
+				whole = true;
+			else if (keep[i][len] == '.')
+				sub[m++] = keep[i] + len + 1;
+		}
+		if (whole)
+			continue;
+		if (!m) {
+			cJSON_Delete(cJSON_DetachItemViaPointer(obj, c));
+		} else if (cJSON_IsArray(c)) {
+			cJSON *e;
+
+			cJSON_ArrayForEach(e, c)
+				if (cJSON_IsObject(e))
+					slim(e, sub, m);
+		} else if (cJSON_IsObject(c)) {
+			slim(c, sub, m);
+		}
+	}
+}
+
+void cw_k8s_slim(cJSON *obj, const char *const *keep)
+{
+	static const char *const always[] = { "metadata.name", "metadata.namespace",
+					      "metadata.resourceVersion" };
+	const char *all[CW_K8S_KEEP_MAX + 3];
+	size_t n = 0;
+	cJSON *ann;
+
+	if (!cJSON_IsObject(obj) || !keep)
+		return;
+	for (size_t i = 0; i < sizeof(always) / sizeof(always[0]); i++)
+		all[n++] = always[i];
+	for (size_t i = 0; keep[i] && i < CW_K8S_KEEP_MAX; i++)
+		all[n++] = keep[i];
+	slim(obj, all, n);
+	/* kept annotations never include kubectl's copy of the whole object */
+	ann = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(obj, "metadata"),
+					       "annotations");
+	if (cJSON_IsObject(ann))
+		cJSON_DeleteItemFromObjectCaseSensitive(
+			ann, "kubectl.kubernetes.io/last-applied-configuration");
+}
+
 struct cw_k8s_informer {
 	struct cw_k8s *k;
 	struct cw_k8s_informer *next;
@@ -958,6 +1018,7 @@ struct cw_k8s_informer {
 	cw_k8s_handler_fn handler;
 	cw_k8s_synced_fn synced_fn;
 	void *arg;
+	const char *const *keep;
 	struct cw_k8s_cache *cache;
 
 	/* the one request in flight */
@@ -1577,6 +1638,12 @@ static void list_done(struct cw_loop *loop, CURL *easy, CURLcode res, void *arg)
 		retry_later(inf);
 		goto out;
 	}
+	if (inf->keep) {
+		cJSON *it;
+
+		cJSON_ArrayForEach(it, l.items)
+			cw_k8s_slim(it, inf->keep);
+	}
 	inf->connected = true;
 	/*
 	 * The watch starts from the first page's version.  A server serves
@@ -1671,6 +1738,8 @@ static int on_event(struct cw_k8s_informer *inf, struct cw_k8s_event *ev)
 		obj = ev->object;
 		ev->object = NULL;
 		ev->rv = "";
+		if (inf->keep)
+			cw_k8s_slim(obj, inf->keep);
 		rc = cw_k8s_cache_apply(inf->cache, ev->type, obj, dispatch, inf);
 		return inf->dead ? -ECANCELED : rc;
 	}
@@ -1842,6 +1911,7 @@ int cw_k8s_informer_new(struct cw_k8s *k, const struct cw_k8s_informer_opts *o,
 	inf->handler = o->handler;
 	inf->synced_fn = o->synced;
 	inf->arg = o->arg;
+	inf->keep = o->keep;
 	inf->need_list = true;
 	cw_k8s_stream_init(&inf->stream);
 	inf->path = strdup(o->path);

@@ -224,7 +224,26 @@ struct cw_k8s_informer_opts {
 	cw_k8s_handler_fn handler;   /* ADDED/MODIFIED/DELETED, as the cache tells them */
 	cw_k8s_synced_fn synced;     /* once, after the first list has been delivered */
 	void *arg;
+	/*
+	 * What of each object to cache and hand to @handler (client-go's
+	 * transform, Cilium's slim objects): dotted paths whose subtrees are
+	 * kept ("metadata.labels", "spec.ports"; a path through a list applies
+	 * to each element: "endpoints.conditions"), NULL-terminated, in static
+	 * storage, at most CW_K8S_KEEP_MAX.  metadata.name, .namespace and
+	 * .resourceVersion are always kept, managedFields and kubectl's
+	 * last-applied annotation never.  NULL: the whole object.
+	 */
+	const char *const *keep;
 };
+
+#define CW_K8S_KEEP_MAX 16
+
+/*
+ * Prunes @obj to the paths of @keep (as the informer option above), in
+ * place.  A value where @keep asks for something inside it but which is
+ * not an object or list is left as it is, for the parser to refuse.
+ */
+void cw_k8s_slim(cJSON *obj, const char *const *keep);
 
 /*
  * Starts listing (on the loop's next turn) and then watching @o->path.

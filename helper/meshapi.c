@@ -577,6 +577,9 @@ static void on_k8s_synced(struct cw_k8s_informer *inf, void *arg)
 	publish_soon(arg);
 }
 
+/* A Namespace matters only while it is not being deleted. */
+static const char *const ns_keep[] = { "metadata.deletionTimestamp", NULL };
+
 static int k8s_start(struct meshapi *m)
 {
 	struct cw_k8s_config cfg = { .url = m->o->k8s_api, .token_file = m->o->k8s_token_file,
@@ -590,16 +593,18 @@ static int k8s_start(struct meshapi *m)
 		pr_err("mesh-apiserver: kubernetes: %s", err);
 		return rc;
 	}
-	io = (struct cw_k8s_informer_opts){ "/api/v1/namespaces", NULL, NULL, on_k8s, on_k8s_synced, m };
+	io = (struct cw_k8s_informer_opts){ "/api/v1/namespaces", NULL, NULL, on_k8s, on_k8s_synced, m,
+					    ns_keep };
 	rc = cw_k8s_informer_new(m->k8s, &io, &m->i_namespaces);
 	if (rc)
 		return rc;
-	io = (struct cw_k8s_informer_opts){ "/api/v1/services", NULL, NULL, on_k8s, on_k8s_synced, m };
+	io = (struct cw_k8s_informer_opts){ "/api/v1/services", NULL, NULL, on_k8s, on_k8s_synced, m,
+					    cw_svc_k8s_keep };
 	rc = cw_k8s_informer_new(m->k8s, &io, &m->i_services);
 	if (rc)
 		return rc;
 	io = (struct cw_k8s_informer_opts){ "/apis/discovery.k8s.io/v1/endpointslices", NULL, NULL,
-					    on_k8s, on_k8s_synced, m };
+					    on_k8s, on_k8s_synced, m, cw_epslice_k8s_keep };
 	return cw_k8s_informer_new(m->k8s, &io, &m->i_slices);
 }
 

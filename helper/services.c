@@ -149,6 +149,9 @@ static const char *annotation(const cJSON *ann, const char *name, const char *al
 	return v ? v : str_of(ann, alias);
 }
 
+const char *const cw_svc_k8s_keep[] = { "metadata.annotations", "spec.clusterIP", "spec.ports",
+					NULL };
+
 int cw_svc_from_k8s(const cJSON *obj, struct cw_svc *out, char *err, size_t errlen)
 {
 	const cJSON *meta = field(obj, "metadata"), *spec = field(obj, "spec"), *ports, *p, *ann;
@@ -311,6 +314,10 @@ static int slice_ports(const cJSON *ports, const char *ns, struct slice_port **o
 	*out = v;
 	return 0;
 }
+
+const char *const cw_epslice_k8s_keep[] = { "metadata.labels", "addressType",
+					    "endpoints.addresses", "endpoints.conditions", "ports",
+					    NULL };
 
 int cw_epslice_parse(const cJSON *obj, char *ns, size_t ns_len, char *svc, size_t svc_len,
 		     uint16_t cluster_id, struct cw_svc_bes *out, char *err, size_t errlen)

@@ -74,6 +74,8 @@ struct cw_svc {
  * CW_SVC_PORTS_MAX are an error too (nothing half-balanced).
  */
 int cw_svc_from_k8s(const cJSON *obj, struct cw_svc *out, char *err, size_t errlen);
+/* What cw_svc_from_k8s reads: an informer's keep list (k8s.h). */
+extern const char *const cw_svc_k8s_keep[];
 
 /* One backend tuple: an address serving one named port of a service. */
 struct cw_svc_be {
@@ -104,6 +106,8 @@ void cw_svc_bes_clear(struct cw_svc_bes *b);
  */
 int cw_epslice_parse(const cJSON *obj, char *ns, size_t ns_len, char *svc, size_t svc_len,
 		     uint16_t cluster_id, struct cw_svc_bes *out, char *err, size_t errlen);
+/* What cw_epslice_parse reads: an informer's keep list (k8s.h). */
+extern const char *const cw_epslice_k8s_keep[];
 
 /*
  * The record of a global service that @cluster (@cluster_id) publishes:

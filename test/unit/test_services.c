@@ -17,6 +17,7 @@
 #include <cmocka.h>
 #include <cjson/cJSON.h>
 
+#include "k8s.h"
 #include "services.h"
 
 #define SVC_KEY CW_KEY_SERVICES "cluster1/default/rebel-base"
@@ -796,6 +797,85 @@ static void test_select_dedup_and_order(void **state)
 	cw_svc_bes_clear(&b);
 }
 
+/* --- slim informer objects --------------------------------------------------------- */
+
+/*
+ * What an informer caches of a Service or an EndpointSlice (cw_k8s_slim with
+ * the parsers' keep lists) parses exactly as the whole object does, as a
+ * real API server sends it: managedFields, kubectl's last-applied copy,
+ * status and the fields no parser reads are gone.
+ */
+static void test_slim_keeps_what_parsers_read(void **state)
+{
+	static const char svc_js[] =
+		"{'apiVersion':'v1','kind':'Service','metadata':{'namespace':'default','name':'rebel-base',"
+		"'uid':'4c5d','resourceVersion':'812','creationTimestamp':'2026-11-23T10:00:00Z',"
+		"'labels':{'app':'rebel-base'},'annotations':{'service.cilium.io/global':'true',"
+		"'service.cilium.io/affinity':'remote','kubectl.kubernetes.io/last-applied-configuration':'{}'},"
+		"'managedFields':[{'manager':'kubectl','operation':'Update','fieldsType':'FieldsV1',"
+		"'fieldsV1':{'f:spec':{'f:ports':{}}}}]},"
+		"'spec':{'type':'ClusterIP','clusterIP':'10.96.0.20','clusterIPs':['10.96.0.20'],"
+		"'selector':{'name':'rebel-base'},'sessionAffinity':'None','ipFamilies':['IPv4'],"
+		"'ports':[{'name':'http','port':80,'targetPort':8080,'protocol':'TCP'},"
+		"{'name':'dns','port':53,'protocol':'UDP'}]},'status':{'loadBalancer':{}}}";
+	static const char slice_js[] = SLICE_HEAD
+		"'addressType':'IPv4','ports':[{'name':'http','port':8080,'protocol':'TCP'}],"
+		"'endpoints':[{'addresses':['10.10.1.5'],'conditions':{'ready':true},'nodeName':'n1',"
+		"'targetRef':{'kind':'Pod','name':'rebel-base-1','namespace':'default','uid':'77'},"
+		"'zone':'a'},{'addresses':['10.10.1.6'],'conditions':{'ready':false}}]}";
+	struct cw_svc full, slim;
+	struct cw_svc_bes bf = { 0 }, bs = { 0 };
+	char ns[64], name[64], err[256];
+	cJSON *o = json(svc_js), *meta;
+	char *txt;
+
+	(void)state;
+	assert_int_equal(cw_svc_from_k8s(o, &full, err, sizeof(err)), 0);
+	cw_k8s_slim(o, cw_svc_k8s_keep);
+	assert_int_equal(cw_svc_from_k8s(o, &slim, err, sizeof(err)), 0);
+	assert_memory_equal(&full, &slim, sizeof(full));
+	assert_true(slim.global);
+	assert_int_equal(slim.affinity, CW_AFFINITY_REMOTE);
+	assert_int_equal(slim.n_ports, 2);
+	meta = cJSON_GetObjectItemCaseSensitive(o, "metadata");
+	assert_string_equal(cJSON_GetObjectItemCaseSensitive(meta, "resourceVersion")->valuestring, "812");
+	txt = cJSON_PrintUnformatted(o);
+	assert_non_null(txt);
+	assert_null(strstr(txt, "managedFields"));
+	assert_null(strstr(txt, "last-applied"));
+	assert_null(strstr(txt, "selector"));
+	assert_null(strstr(txt, "status"));
+	assert_null(strstr(txt, "uid"));
+	free(txt);
+	cJSON_Delete(o);
+
+	o = json(slice_js);
+	assert_int_equal(cw_epslice_parse(o, ns, sizeof(ns), name, sizeof(name), 1, &bf, err,
+					  sizeof(err)), 0);
+	cw_k8s_slim(o, cw_epslice_k8s_keep);
+	assert_int_equal(cw_epslice_parse(o, ns, sizeof(ns), name, sizeof(name), 1, &bs, err,
+					  sizeof(err)), 0);
+	assert_string_equal(name, "rebel-base");
+	assert_int_equal(bs.n, 1);
+	assert_int_equal(bf.n, bs.n);
+	assert_memory_equal(bf.v, bs.v, bs.n * sizeof(*bs.v));
+	txt = cJSON_PrintUnformatted(o);
+	assert_non_null(txt);
+	assert_null(strstr(txt, "nodeName"));
+	assert_null(strstr(txt, "targetRef"));
+	assert_non_null(strstr(txt, "\"conditions\":{\"ready\":false}"));
+	free(txt);
+	cJSON_Delete(o);
+	cw_svc_bes_clear(&bf);
+	cw_svc_bes_clear(&bs);
+
+	/* a malformed field the keep list reaches into stays, for the parser to refuse */
+	o = json("{'metadata':{'namespace':'default','name':'x'},'spec':'oops'}");
+	cw_k8s_slim(o, cw_svc_k8s_keep);
+	assert_string_equal(cJSON_GetObjectItemCaseSensitive(o, "spec")->valuestring, "oops");
+	cJSON_Delete(o);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -818,6 +898,7 @@ int main(void)
 		cmocka_unit_test(test_select_affinity),
 		cmocka_unit_test(test_select_failover),
 		cmocka_unit_test(test_select_dedup_and_order),
+		cmocka_unit_test(test_slim_keeps_what_parsers_read),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
