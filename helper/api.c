@@ -129,6 +129,17 @@ static cJSON *status_doc(struct cw_node *n)
 	cJSON_AddStringToObject(o, "nodeIP", n->node_ip.s_addr ? ip : "");
 	cJSON_AddStringToObject(o, "podCIDR", cidr);
 	cJSON_AddStringToObject(o, "routing", cw_routing_name(n->o.routing));
+	{
+		cJSON *m = cJSON_AddObjectToObject(o, "masquerade");
+
+		if (m) {
+			cJSON_AddBoolToObject(m, "enabled", n->masq.enabled);
+			cJSON_AddBoolToObject(m, "applied", n->masq.applied_ms && !n->masq.error[0]);
+			cJSON_AddNumberToObject(m, "keptDestinations", (double)n->masq.n_dsts);
+			cJSON_AddNumberToObject(m, "updates", (double)n->masq.updates);
+			cJSON_AddStringToObject(m, "error", n->masq.error);
+		}
+	}
 	cJSON_AddNumberToObject(o, "uptimeMs", (double)(cw_loop_now_ms() - n->started_ms));
 	cJSON_AddStringToObject(o, "etcd", n->kv ? cw_kv_endpoint(n->kv) : "");
 	/*

@@ -273,6 +273,19 @@ int cw_cli_status(const struct cw_cli_opts *o)
 	       *jstr(doc, "underlayDevice") ? jstr(doc, "underlayDevice") : "-",
 	       *jstr(doc, "vxlanDevice") ? jstr(doc, "vxlanDevice") : "-");
 	ago(jnum(doc, "lastReconcileAgoMs"), when, sizeof(when));
+	{
+		const cJSON *m = cJSON_GetObjectItemCaseSensitive(doc, "masquerade");
+
+		if (!jbool(m, "enabled"))
+			printf("Masquerade: off\n");
+		else if (*jstr(m, "error"))
+			printf("Masquerade: FAILING: %s\n", jstr(m, "error"));
+		else if (jbool(m, "applied"))
+			printf("Masquerade: on, pods keep their address to %.0f PodCIDR(s) and "
+			       "exception(s)\n", jnum(m, "keptDestinations"));
+		else
+			printf("Masquerade: on, not applied yet (PodCIDR unknown or not synced)\n");
+	}
 	printf("Datapath:   %s, %s, last reconcile %s\n",
 	       jbool(doc, "datapathReady") ? "ready" : "NOT READY",
 	       jbool(doc, "datapathSynced") ? "synced" : "not yet synced", when);

@@ -554,6 +554,23 @@ int cw_datapath_reconcile(struct cw_node *n)
 	n->c.route_deletes += deleted;
 	if (rc)
 		cw_node_error(n, "datapath: route sync: %s", strerror(-rc));
+	{
+		/* pods keep their address towards every PodCIDR the mesh knows */
+		struct cw_prefix4 *all = malloc((d.n_cidrs + 1) * sizeof(*all));
+		int mrc = all ? 0 : -ENOMEM;
+
+		for (size_t i = 0; all && i < d.n_cidrs; i++)
+			all[i] = d.cidrs[i].p;
+		if (!mrc)
+			mrc = cw_masq_sync(&n->masq, n->pod_cidr, all, d.n_cidrs, cw_loop_now_ms());
+		free(all);
+		if (mrc) {
+			cw_node_error(n, "datapath: %s", n->masq.error[0] ? n->masq.error :
+				      strerror(-mrc));
+			if (!rc)
+				rc = mrc;
+		}
+	}
 	for (struct cw_local_ep *e = n->eps; e; e = e->next)
 		cw_datapath_update_endpoint(n, e);
 	if (cw_lb_reconcile(n) && !rc)

@@ -92,11 +92,15 @@ static const char node_usage[] =
 	"         [--routing tunnel|native|hybrid] [--node-ip IP] [--pod-cidr CIDR]\n"
 	"         [--metrics-addr 127.0.0.1:PORT] [--lease-ttl SECONDS] [--log-file F] [-v]\n"
 	"         [--clustermesh-config DIR] [--remote-eviction-timeout SECONDS]\n"
+	"         [--no-masquerade | --no-masquerade-to CIDR ...]\n"
 	"\nWithout --k8s-api the in-cluster configuration is used.  --node-ip and --pod-cidr\n"
 	"override the Node object's InternalIP and spec.podCIDR.  --clustermesh-config is a\n"
 	"directory with one etcd config per remote cluster, named after it (read-only).\n"
 	"A remote cluster unreachable, or whose heartbeat is older than 120 s, for\n"
-	"--remote-eviction-timeout seconds (default 120) has its routes and backends withdrawn.\n";
+	"--remote-eviction-timeout seconds (default 120) has its routes and backends withdrawn.\n"
+	"Pod traffic to addresses outside every PodCIDR of the mesh leaves with the node's\n"
+	"address (iptables MASQUERADE) unless --no-masquerade; --no-masquerade-to adds\n"
+	"destinations that keep the pod's address (a routed pod range, say).\n";
 
 static int run_node(int argc, char **argv)
 {
@@ -119,6 +123,8 @@ static int run_node(int argc, char **argv)
 		{ "clustermesh-config", required_argument, NULL, 'M' },
 		{ "lease-ttl", required_argument, NULL, 'L' },
 		{ "remote-eviction-timeout", required_argument, NULL, 'E' },
+		{ "no-masquerade", no_argument, NULL, 'Q' },
+		{ "no-masquerade-to", required_argument, NULL, 'X' },
 		{ "log-file", required_argument, NULL, 'l' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -181,6 +187,20 @@ static int run_node(int argc, char **argv)
 					 " seconds", &v))
 				return 2;
 			o.remote_eviction_s = (int)v;
+			break;
+		case 'Q': o.no_masquerade = true; break;
+		case 'X':
+			if (o.n_masq_except == CW_MASQ_EXCEPT_MAX) {
+				fprintf(stderr, "node: at most %d --no-masquerade-to\n",
+					CW_MASQ_EXCEPT_MAX);
+				return 2;
+			}
+			if (!cw_prefix4_parse(optarg, &o.masq_except[o.n_masq_except])) {
+				fprintf(stderr, "node: --no-masquerade-to \"%s\" is not an IPv4 prefix\n",
+					optarg);
+				return 2;
+			}
+			o.n_masq_except++;
 			break;
 		case 'l': log_file = optarg; break;
 		case 'v': cw_log_set_level(CW_LOG_DEBUG); break;

@@ -757,6 +757,11 @@ static void on_services_synced(struct cw_k8s_informer *inf, void *arg)
 	cw_node_services_soon(arg);
 }
 
+/* Pods and Namespaces are read for their labels (identities) alone. */
+static const char *const labels_keep[] = { "metadata.labels", NULL };
+/* Our Node: its PodCIDR and InternalIP, not its images and conditions. */
+static const char *const node_keep[] = { "spec.podCIDR", "status.addresses", NULL };
+
 static int k8s_start(struct cw_node *n)
 {
 	struct cw_k8s_config cfg = { .url = n->o.k8s_api, .token_file = n->o.k8s_token_file,
@@ -771,27 +776,30 @@ static int k8s_start(struct cw_node *n)
 		return rc;
 	}
 	snprintf(node_sel, sizeof(node_sel), "metadata.name=%s", n->o.node_name);
-	io = (struct cw_k8s_informer_opts){ "/api/v1/nodes", node_sel, NULL, on_node_obj, NULL, n };
+	io = (struct cw_k8s_informer_opts){ "/api/v1/nodes", node_sel, NULL, on_node_obj, NULL, n,
+					    node_keep };
 	rc = cw_k8s_informer_new(n->k8s, &io, &n->i_node);
 	if (rc)
 		return rc;
 	io = (struct cw_k8s_informer_opts){ "/api/v1/namespaces", NULL, NULL, on_namespace,
-					    on_pods_synced, n };
+					    on_pods_synced, n, labels_keep };
 	rc = cw_k8s_informer_new(n->k8s, &io, &n->i_namespaces);
 	if (rc)
 		return rc;
 	snprintf(pod_sel, sizeof(pod_sel), "spec.nodeName=%s", n->o.node_name);
-	io = (struct cw_k8s_informer_opts){ "/api/v1/pods", pod_sel, NULL, on_pod, on_pods_synced, n };
+	io = (struct cw_k8s_informer_opts){ "/api/v1/pods", pod_sel, NULL, on_pod, on_pods_synced, n,
+					    labels_keep };
 	rc = cw_k8s_informer_new(n->k8s, &io, &n->i_pods);
 	if (rc)
 		return rc;
 	io = (struct cw_k8s_informer_opts){ "/api/v1/services", NULL, NULL, on_service_obj,
-					    on_services_synced, n };
+					    on_services_synced, n, cw_svc_k8s_keep };
 	rc = cw_k8s_informer_new(n->k8s, &io, &n->i_services);
 	if (rc)
 		return rc;
 	io = (struct cw_k8s_informer_opts){ "/apis/discovery.k8s.io/v1/endpointslices", NULL, NULL,
-					    on_service_obj, on_services_synced, n };
+					    on_service_obj, on_services_synced, n,
+					    cw_epslice_k8s_keep };
 	return cw_k8s_informer_new(n->k8s, &io, &n->i_slices);
 }
 
@@ -987,6 +995,7 @@ static void node_free(struct cw_node *n)
 {
 	cw_api_stop(n);
 	cw_clusters_stop(n);
+	cw_masq_clear(&n->masq);
 	cw_k8s_informer_free(n->i_pods);
 	cw_k8s_informer_free(n->i_namespaces);
 	cw_k8s_informer_free(n->i_services);
@@ -1041,6 +1050,11 @@ int cw_node_main(const struct cw_node_opts *o)
 	n.started_ms = cw_loop_now_ms();
 	n.node_ip = o->node_ip;
 	n.pod_cidr = o->pod_cidr;
+	n.masq.enabled = !o->no_masquerade;
+	memcpy(n.masq.except, o->masq_except, sizeof(n.masq.except));
+	n.masq.n_except = o->n_masq_except;
+	if (!n.masq.enabled)
+		cw_masq_remove(&n.masq); /* an earlier run's rules */
 	read_boot_id(&n);
 	rc = cw_loop_new(&n.loop);
 	if (rc)

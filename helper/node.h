@@ -16,6 +16,7 @@
 #include <causeway/endpoint.h>
 #include "etcdconf.h"
 #include "k8s.h"
+#include "masq.h"
 #include "kvwatch.h"
 #include "loop.h"
 #include "records.h"
@@ -48,6 +49,9 @@ struct cw_node_opts {
 	struct cw_prefix4 pod_cidr;   /* len 0: the Node's spec.podCIDR */
 	int lease_ttl;                /* seconds */
 	int remote_eviction_s;        /* a remote's last state outlives its loss this long */
+	bool no_masquerade;           /* pods' traffic leaving the mesh keeps its source */
+	struct cw_prefix4 masq_except[CW_MASQ_EXCEPT_MAX]; /* never masqueraded to */
+	size_t n_masq_except;
 };
 
 /*
@@ -162,6 +166,9 @@ struct cw_node {
 	/* Kubernetes */
 	struct cw_k8s *k8s;
 	struct cw_k8s_informer *i_node, *i_pods, *i_namespaces, *i_services, *i_slices;
+
+	/* pod traffic leaving the mesh: masq.h */
+	struct cw_masq masq;
 
 	/* what this node is */
 	struct in_addr node_ip;

@@ -1105,3 +1105,81 @@ def test_native_routes(make_lab, routing):
            20, "the routes back")
     r = h.in_pod("p1", "ping", "-c", "2", "-i", "0.1", "-W", "2", p3_ip, check=False)
     assert r.returncode == 0, r.stdout
+
+
+# --- masquerading ----------------------------------------------------------------------------
+
+PEER = r'''
+import socket, sys
+if sys.argv[1] == "server":
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((sys.argv[2], int(sys.argv[3])))
+    s.listen(8)
+    print("listening", flush=True)
+    while True:
+        c, a = s.accept()
+        c.sendall(a[0].encode())
+        c.close()
+else:
+    try:
+        print(socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=3).recv(64).decode())
+    except OSError as e:
+        print("error", e)
+        sys.exit(1)
+'''
+
+JUMP = ["-t", "nat", "-D", "POSTROUTING", "-m", "comment", "--comment",
+        "causeway: masquerade pod traffic leaving the mesh", "-j", "CAUSEWAY-POSTROUTING"]
+
+
+def peer_server(where, ip, port):
+    """A TCP server in a namespace (a Node or a pod's netns path) answering each client with
+    the source address it sees."""
+    argv = ["nsenter", f"--net={where}", "/usr/bin/python3", "-c", PEER, "server", ip, str(port)]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert p.stdout.readline().strip() == "listening", "the peer server did not start"
+    return p
+
+
+def test_masquerade_pods_reach_host_network_elsewhere(make_lab):
+    """Tunnel mode, where no node has a route to another's PodCIDR: a pod reaches a
+    host-network server on another node because its traffic leaves masqueraded (the server
+    sees the pod's node address), while pod-to-pod traffic keeps the pod's address.  Without
+    the rule (jump removed by hand) the same connection gets no answer; a restarted helper
+    puts it back."""
+    h = up(make_lab)
+    pods = pods_on_every_node(h)
+    n1, n3 = h.nodes[0], h.nodes[2]
+    p1_ip, p3_ip = pods["p1"]["status"]["podIP"], pods["p3"]["status"]["podIP"]
+    procs = [peer_server(NETNS_DIR / n3.netns, n3.ip, 7070),
+             peer_server(NETNS_DIR / h.netns_of("p3"), p3_ip, 7071)]
+    try:
+        def ask(ip, port):
+            r = h.in_pod("p1", "/usr/bin/python3", "-c", PEER, "client", ip, str(port), check=False)
+            return r.stdout.strip() if r.returncode == 0 else None
+
+        st = n1.status()["masquerade"]
+        assert st["enabled"] and st["applied"] and not st["error"], st
+        rules = n1.sh("iptables-save", "-t", "nat").stdout
+        assert f"-A CAUSEWAY-POSTROUTING ! -s {n1.podcidr} -j RETURN" in rules, rules
+        assert "-j MASQUERADE --random-fully" in rules, rules
+        for n in h.nodes:
+            assert f"-A CAUSEWAY-POSTROUTING -d {n.podcidr} -j RETURN" in rules, rules
+
+        assert ask(n3.ip, 7070) == n1.ip, "the host-network server must see node1's address"
+        assert ask(p3_ip, 7071) == p1_ip, "a pod must see the other pod's own address"
+
+        # the control: without the jump, node3 answers a pod address it has no route to
+        n1.sh("iptables", *JUMP)
+        assert ask(n3.ip, 7070) is None, "answered without masquerading: the test proves nothing"
+        h.stop_helpers(n1.name, kill=True)
+        h.start_helpers(n1.name)
+        h.wait(lambda: "-j CAUSEWAY-POSTROUTING" in n1.sh("iptables-save", "-t", "nat").stdout,
+               20, "the restarted helper to put the jump back")
+        assert ask(n3.ip, 7070) == n1.ip
+        assert ask(p3_ip, 7071) == p1_ip
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
