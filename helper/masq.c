@@ -30,6 +30,18 @@ static int cmp_prefix(const void *a, const void *b)
 	return (int)x->len - (int)y->len;
 }
 
+/* Element by element: a prefix has padding bytes, which memcmp would compare. */
+static bool same(const struct cw_masq *m, struct cw_prefix4 src, const struct cw_prefix4 *v,
+		 size_t n)
+{
+	if (cmp_prefix(&m->src, &src) != 0 || m->n_dsts != n)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (cmp_prefix(&m->dsts[i], &v[i]) != 0)
+			return false;
+	return true;
+}
+
 char *cw_masq_rules(struct cw_prefix4 src, const struct cw_prefix4 *dsts, size_t n)
 {
 	char *buf = NULL, s[INET_ADDRSTRLEN], d[INET_ADDRSTRLEN];
@@ -196,8 +208,7 @@ int cw_masq_sync(struct cw_masq *m, struct cw_prefix4 src, const struct cw_prefi
 		if (!n || cmp_prefix(&v[n - 1], &v[i]) != 0)
 			v[n++] = v[i];
 	if (m->applied_ms && !m->error[0] && now_ms - m->applied_ms < CW_MASQ_REFRESH_MS &&
-	    m->src.addr.s_addr == src.addr.s_addr && m->src.len == src.len && m->n_dsts == n &&
-	    memcmp(m->dsts, v, n * sizeof(*v)) == 0) {
+	    same(m, src, v, n)) {
 		free(v);
 		return 0;
 	}
@@ -216,8 +227,7 @@ int cw_masq_sync(struct cw_masq *m, struct cw_prefix4 src, const struct cw_prefi
 		free(v);
 		return rc;
 	}
-	if (m->n_dsts != n || memcmp(m->dsts, v, n * sizeof(*v)) != 0 ||
-	    m->src.addr.s_addr != src.addr.s_addr || m->src.len != src.len) {
+	if (!same(m, src, v, n)) {
 		char s[INET_ADDRSTRLEN];
 
 		inet_ntop(AF_INET, &src.addr, s, sizeof(s));
