@@ -9,6 +9,15 @@
  * veth, as from_container does on the same node, so to_container still
  * sees every packet a pod receives.  Anything else goes up the host stack.
  *
+ * to_overlay: tc egress of the same device.  from_container's packets come
+ * with their tunnel key already set and pass untouched.  Packets the host
+ * stack routed here (the node's own traffic to a pod on another node: the
+ * helper routes every tunnelled PodCIDR through this device, "src" the
+ * node IP) get the key here, from the same lookup from_container makes,
+ * with the host's identity as the VNI.  Without it a host-network process
+ * (kube-apiserver calling a webhook, a health check) could not reach pods
+ * on other nodes in tunnel mode.
+ *
  * Its own object, as one top-level file per attach point keeps each
  * program's verifier load and dependencies apart; the maps are the same
  * pinned instances as lxc.bpf.c's (pinned by name, lib/maps.h).
@@ -26,6 +35,7 @@
 #include "lib/eth.h"
 #include "lib/ipv4.h"
 #include "lib/deliver.h"
+#include "lib/tunnel.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -93,5 +103,39 @@ int from_overlay(struct __sk_buff *skb)
 
 	/* from_container tunnels only IPv4; whatever else came is the stack's. */
 	cw_count(skb, CW_REASON_FORWARDED, CW_DIR_INGRESS);
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int to_overlay(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct bpf_tunnel_key tkey = {};
+	const struct cw_config *cfg;
+	struct ethhdr *eth = data;
+	struct iphdr *ip;
+	__be32 remote;
+
+	/* from_container (or anything else) already said where it goes */
+	if (bpf_skb_get_tunnel_key(skb, &tkey, sizeof(tkey), 0) == 0)
+		return TC_ACT_OK;
+
+	if ((void *)(eth + 1) > data_end)
+		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		/* IPv6 neighbour discovery and the like: nowhere to send them */
+		return cw_drop(skb, -CW_DROP_NO_TUNNEL_KEY, CW_DIR_EGRESS);
+	ip = data + ETH_HLEN;
+	if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
+		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
+
+	remote = cw_tunnel_endpoint(ip->daddr);
+	cfg = cw_node_config();
+	if (!remote || !cfg)
+		return cw_drop(skb, -CW_DROP_NO_TUNNEL_KEY, CW_DIR_EGRESS);
+	if (cw_tunnel_set_key(skb, remote, cfg->node_ip, CW_IDENTITY_HOST) < 0)
+		return cw_drop(skb, -CW_DROP_TUNNEL_FAILED, CW_DIR_EGRESS);
+	cw_count(skb, CW_REASON_FORWARDED, CW_DIR_EGRESS);
 	return TC_ACT_OK;
 }

@@ -708,7 +708,8 @@ node_table() {
 # datapath_problems MODE TABLE: what differs, on any node, from MODE's way to
 # every other node's PodCIDR.  On kind every node is on one L2 segment, so
 # hybrid is native everywhere (DESIGN.md): a route (proto 193) via that node
-# and no tunnel map entry; tunnel: the entry and no route.
+# and no tunnel map entry; tunnel: the entry and no route via that node (the
+# node's own traffic has a route into cw_vxlan, which this does not count).
 datapath_problems() {
 	local mode=$1 table=$2 c node ip routes tunnels oc onode ocidr oip r t
 	while read -r c node _ ip <&3; do

@@ -74,6 +74,11 @@ int cw_datapath_setup(struct cw_node *n)
 		pr_err("datapath: cannot attach from_overlay to %s: %s", CW_VXLAN_DEV, strerror(-rc));
 		return rc;
 	}
+	rc = cw_tc_attach(n->vxlan_ifindex, n->dp->prog_to_overlay, false);
+	if (rc) {
+		pr_err("datapath: cannot attach to_overlay to %s: %s", CW_VXLAN_DEV, strerror(-rc));
+		return rc;
+	}
 	cfg.vxlan_ifindex = (__u32)n->vxlan_ifindex;
 	cfg.node_ip = n->node_ip.s_addr;
 	cfg.cluster_id = (__u16)n->o.cluster_id;
@@ -218,23 +223,45 @@ static void want_node(const struct cw_kv_pair *kv, void *arg)
 	/* A remote node claiming addresses of ours is reported (overlap), never routed to. */
 	if (d->cluster_id != n->o.cluster_id && cw_cidr_is_local(n, &r.pod_cidr))
 		return;
-	if (tunnel_to(n, r.internal_ip)) {
-		p = grow(d->tun, &d->cap_tun, d->n_tun, sizeof(*d->tun), &d->err);
-		if (!p)
-			return;
-		d->tun = p;
-		d->tun[d->n_tun++] = (struct want_lpm){
-			.key = { r.pod_cidr.len, r.pod_cidr.addr.s_addr },
-			/* flags: the owning cluster, so a resync keeps what it may not judge */
-			.v.tun = { .node_ip = r.internal_ip.s_addr, .flags = d->cluster_id },
-		};
-	} else {
-		p = grow(d->routes, &d->cap_routes, d->n_routes, sizeof(*d->routes), &d->err);
-		if (!p)
-			return;
-		d->routes = p;
-		d->routes[d->n_routes++] = (struct cw_route){ r.pod_cidr, r.internal_ip };
+	p = grow(d->routes, &d->cap_routes, d->n_routes, sizeof(*d->routes), &d->err);
+	if (!p)
+		return;
+	d->routes = p;
+	if (!tunnel_to(n, r.internal_ip)) {
+		d->routes[d->n_routes++] = (struct cw_route){ r.pod_cidr, r.internal_ip,
+							      n->underlay_ifindex, { 0 } };
+		return;
 	}
+	/*
+	 * Tunnelled: the PodCIDR in the tunnel map for pods, and a route into
+	 * the VXLAN device for the node's own traffic (to_overlay encapsulates
+	 * it).  The node's address in the ipcache, behind itself, so what pods
+	 * send to it (and answer it) crosses the tunnel too: never the
+	 * underlay with a pod source, which nothing routes back, and never
+	 * masqueraded, so the node sees who called.
+	 */
+	d->routes[d->n_routes++] = (struct cw_route){ r.pod_cidr, { 0 }, n->vxlan_ifindex,
+						      n->node_ip };
+	p = grow(d->tun, &d->cap_tun, d->n_tun, sizeof(*d->tun), &d->err);
+	if (!p)
+		return;
+	d->tun = p;
+	d->tun[d->n_tun++] = (struct want_lpm){
+		.key = { r.pod_cidr.len, r.pod_cidr.addr.s_addr },
+		/* flags: the owning cluster, so a resync keeps what it may not judge */
+		.v.tun = { .node_ip = r.internal_ip.s_addr, .flags = d->cluster_id },
+	};
+	if (r.internal_ip.s_addr == n->node_ip.s_addr || cw_ip_is_local(n, r.internal_ip))
+		return;
+	p = grow(d->ipc, &d->cap_ipc, d->n_ipc, sizeof(*d->ipc), &d->err);
+	if (!p)
+		return;
+	d->ipc = p;
+	d->ipc[d->n_ipc++] = (struct want_lpm){
+		.key = { 32, r.internal_ip.s_addr },
+		.v.ip = { .identity = CW_IDENTITY_REMOTE_NODE, .tunnel_ip = r.internal_ip.s_addr,
+			  .cluster_id = (__u16)d->cluster_id },
+	};
 }
 
 /* The ipcache entry of a valid ip/v1 record read from @cluster_id's store. */
@@ -548,8 +575,7 @@ int cw_datapath_reconcile(struct cw_node *n)
 	for (struct cw_remote *r = n->remotes; r; r = r->next)
 		if (r->state != CW_REMOTE_REFUSED && !r->evicted && !cw_remote_settled(r, CW_KEY_NODES))
 			prune = false;
-	rc = cw_routes_sync(n->nl, n->underlay_ifindex, d.routes, d.n_routes, prune, &added,
-			    &deleted);
+	rc = cw_routes_sync(n->nl, d.routes, d.n_routes, prune, &added, &deleted);
 	n->c.route_adds += added;
 	n->c.route_deletes += deleted;
 	if (rc)

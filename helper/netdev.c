@@ -52,7 +52,21 @@ int cw_vxlan_ensure(struct nl_sock *sk, const char *name, unsigned int port, uns
 		return err;
 	pr_info("netdev: created %s (VXLAN, collect metadata, UDP %u, MTU %u)", name, port, mtu);
 up:
-	return cw_link_set_up(sk, *ifindex);
+	{
+		struct rtnl_link *orig = rtnl_link_alloc(), *change = rtnl_link_alloc();
+
+		err = -ENOMEM;
+		if (orig && change) {
+			rtnl_link_set_ifindex(orig, *ifindex);
+			rtnl_link_set_flags(change, IFF_UP | IFF_NOARP);
+			err = cw_nl_errno(rtnl_link_change(sk, orig, change, 0));
+		}
+		if (orig)
+			rtnl_link_put(orig);
+		if (change)
+			rtnl_link_put(change);
+	}
+	return err;
 }
 
 struct find_ctx {
@@ -135,23 +149,27 @@ static struct nl_addr *ip4(struct in_addr a, uint8_t len)
 	return n;
 }
 
-static int route_op(struct nl_sock *sk, int ifindex, const struct cw_route *r, bool add)
+static int route_op(struct nl_sock *sk, const struct cw_route *r, bool add)
 {
 	struct rtnl_route *rt = rtnl_route_alloc();
 	struct rtnl_nexthop *nh = rtnl_route_nh_alloc();
 	struct nl_addr *d = ip4(r->dst.addr, r->dst.len), *g = ip4(r->via, 32);
+	struct nl_addr *s = ip4(r->src, 32);
 	int err = -ENOMEM;
 
-	if (!rt || !nh || !d || !g)
+	if (!rt || !nh || !d || !g || !s)
 		goto cleanup;
 	rtnl_route_set_family(rt, AF_INET);
 	rtnl_route_set_table(rt, RT_TABLE_MAIN);
 	rtnl_route_set_protocol(rt, CW_RTPROT);
-	rtnl_route_set_scope(rt, RT_SCOPE_UNIVERSE);
+	rtnl_route_set_scope(rt, r->via.s_addr ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK);
 	rtnl_route_set_dst(rt, d);
 	if (add) {
-		rtnl_route_nh_set_ifindex(nh, ifindex);
-		rtnl_route_nh_set_gateway(nh, g);
+		rtnl_route_nh_set_ifindex(nh, r->ifindex);
+		if (r->via.s_addr)
+			rtnl_route_nh_set_gateway(nh, g);
+		if (r->src.s_addr)
+			rtnl_route_set_pref_src(rt, s);
 		rtnl_route_add_nexthop(rt, nh);
 		nh = NULL;
 		/* replace: a route to this PodCIDR moves with its node */
@@ -168,6 +186,7 @@ cleanup:
 		rtnl_route_put(rt);
 	nl_addr_put(d);
 	nl_addr_put(g);
+	nl_addr_put(s);
 	return err;
 }
 
@@ -183,7 +202,7 @@ static void collect_route(struct nl_object *obj, void *arg)
 	struct have *h = arg;
 	struct nl_addr *dst = rtnl_route_get_dst(rt);
 	struct rtnl_nexthop *nh;
-	struct nl_addr *gw;
+	struct nl_addr *gw, *src = rtnl_route_get_pref_src(rt);
 	struct cw_route r = { 0 };
 
 	if (rtnl_route_get_protocol(rt) != CW_RTPROT || rtnl_route_get_family(rt) != AF_INET ||
@@ -195,6 +214,10 @@ static void collect_route(struct nl_object *obj, void *arg)
 	gw = nh ? rtnl_route_nh_get_gateway(nh) : NULL;
 	if (gw)
 		memcpy(&r.via, nl_addr_get_binary_addr(gw), 4);
+	if (nh)
+		r.ifindex = rtnl_route_nh_get_ifindex(nh);
+	if (src)
+		memcpy(&r.src, nl_addr_get_binary_addr(src), 4);
 	if (h->n == h->cap) {
 		size_t cap = h->cap ? h->cap * 2 : 16;
 		struct cw_route *nr = realloc(h->r, cap * sizeof(*nr));
@@ -209,8 +232,8 @@ static void collect_route(struct nl_object *obj, void *arg)
 	h->r[h->n++] = r;
 }
 
-int cw_routes_sync(struct nl_sock *sk, int ifindex, const struct cw_route *want, size_t n,
-		   bool prune, unsigned int *added, unsigned int *deleted)
+int cw_routes_sync(struct nl_sock *sk, const struct cw_route *want, size_t n, bool prune,
+		   unsigned int *added, unsigned int *deleted)
 {
 	struct nl_cache *cache = NULL;
 	struct have h = { 0 };
@@ -230,11 +253,12 @@ int cw_routes_sync(struct nl_sock *sk, int ifindex, const struct cw_route *want,
 
 		for (size_t j = 0; j < h.n; j++)
 			if (h.r[j].dst.addr.s_addr == want[i].dst.addr.s_addr &&
-			    h.r[j].dst.len == want[i].dst.len && h.r[j].via.s_addr == want[i].via.s_addr)
+			    h.r[j].dst.len == want[i].dst.len && h.r[j].via.s_addr == want[i].via.s_addr &&
+			    h.r[j].ifindex == want[i].ifindex && h.r[j].src.s_addr == want[i].src.s_addr)
 				present = true;
 		if (present)
 			continue;
-		err = route_op(sk, ifindex, &want[i], true);
+		err = route_op(sk, &want[i], true);
 		if (err && !first)
 			first = err;
 		else if (!err)
@@ -249,7 +273,7 @@ int cw_routes_sync(struct nl_sock *sk, int ifindex, const struct cw_route *want,
 				wanted = true;
 		if (wanted)
 			continue;
-		err = route_op(sk, ifindex, &h.r[j], false);
+		err = route_op(sk, &h.r[j], false);
 		if (err && !first)
 			first = err;
 		else if (!err)

@@ -19,7 +19,9 @@
 
 /*
  * Creates (or adopts) the VXLAN device: external (collect metadata), UDP
- * @port, no learning, @mtu, up.  *ifindex is its index.
+ * @port, no learning, @mtu, up, no ARP (routes through it need no
+ * neighbour: to_overlay sets where each packet goes).  *ifindex is its
+ * index.
  */
 int cw_vxlan_ensure(struct nl_sock *sk, const char *name, unsigned int port, unsigned int mtu,
 		    int *ifindex);
@@ -30,16 +32,23 @@ int cw_underlay_find(struct nl_sock *sk, struct in_addr ip, char name[16], int *
 /* Whether @ip is on a subnet directly attached to @ifindex (same L2 segment). */
 bool cw_onlink(struct nl_sock *sk, int ifindex, struct in_addr ip);
 
+/*
+ * A route the helper owns: @dst via gateway @via on @ifindex (native
+ * routing), or, @via 0, straight out of @ifindex with source address @src
+ * (the node's own traffic into the tunnel device).
+ */
 struct cw_route {
 	struct cw_prefix4 dst;
 	struct in_addr via;
+	int ifindex;
+	struct in_addr src;
 };
 
 /*
- * Make the CW_RTPROT routes of the main table @want (via @ifindex): add or
- * replace what differs and, with @prune, delete the rest.  Counts changes.
+ * Make the CW_RTPROT routes of the main table @want: add or replace what
+ * differs and, with @prune, delete the rest.  Counts changes.
  */
-int cw_routes_sync(struct nl_sock *sk, int ifindex, const struct cw_route *want, size_t n,
-		   bool prune, unsigned int *added, unsigned int *deleted);
+int cw_routes_sync(struct nl_sock *sk, const struct cw_route *want, size_t n, bool prune,
+		   unsigned int *added, unsigned int *deleted);
 
 #endif

@@ -34,7 +34,7 @@
  * and the next load adds what is missing, adopting the maps that exist.
  */
 static const char *const prog_pins[] = { CW_PIN_FROM_CONTAINER, CW_PIN_TO_CONTAINER,
-					 CW_PIN_FROM_OVERLAY };
+					 CW_PIN_FROM_OVERLAY, CW_PIN_TO_OVERLAY };
 static const char *const map_pins[] = { CW_MAP_ENDPOINTS, CW_MAP_METRICS, CW_MAP_STACK_FLOWS,
 					CW_MAP_IPCACHE, CW_MAP_TUNNEL, CW_MAP_CONFIG,
 					CW_MAP_LB4_SERVICES, CW_MAP_LB4_BACKENDS,
@@ -197,6 +197,8 @@ static int load_locked(const char *bpf_root)
 	if (!err)
 		err = pin_prog_atomic(overlay->progs.from_overlay, bpf_root, CW_PIN_FROM_OVERLAY);
 	if (!err)
+		err = pin_prog_atomic(overlay->progs.to_overlay, bpf_root, CW_PIN_TO_OVERLAY);
+	if (!err)
 		pr_info("datapath: programs loaded and pinned in %s", bpf_root);
 cleanup:
 	overlay__destroy(overlay);
@@ -246,6 +248,7 @@ void cw_dp_free(struct cw_dp *dp)
 	cw_close(dp->prog_from_container);
 	cw_close(dp->prog_to_container);
 	cw_close(dp->prog_from_overlay);
+	cw_close(dp->prog_to_overlay);
 	cw_close(dp->map_endpoints);
 	cw_close(dp->map_metrics);
 	cw_close(dp->map_ipcache);
@@ -301,6 +304,7 @@ int cw_dp_open(const char *bpf_root, const char *lock_dir, bool load_if_missing,
 		goto cleanup;
 	}
 	dp->prog_from_container = dp->prog_to_container = dp->prog_from_overlay = -1;
+	dp->prog_to_overlay = -1;
 	dp->map_endpoints = dp->map_metrics = -1;
 	dp->map_ipcache = dp->map_tunnel = dp->map_config = -1;
 	dp->map_lb4_services = dp->map_lb4_backends = dp->map_lb4_revnat = dp->map_lb4_ct = -1;
@@ -310,6 +314,8 @@ int cw_dp_open(const char *bpf_root, const char *lock_dir, bool load_if_missing,
 		err = open_pin(bpf_root, CW_PIN_TO_CONTAINER, &dp->prog_to_container);
 	if (!err)
 		err = open_pin(bpf_root, CW_PIN_FROM_OVERLAY, &dp->prog_from_overlay);
+	if (!err)
+		err = open_pin(bpf_root, CW_PIN_TO_OVERLAY, &dp->prog_to_overlay);
 	if (!err)
 		err = open_pin(bpf_root, CW_MAP_ENDPOINTS, &dp->map_endpoints);
 	if (!err)

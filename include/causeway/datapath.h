@@ -20,6 +20,7 @@
 #define CW_MAP_METRICS        "cw_metrics"
 #define CW_MAP_STACK_FLOWS    "cw_stack_flows"
 #define CW_PIN_FROM_OVERLAY   "from_overlay"
+#define CW_PIN_TO_OVERLAY     "to_overlay"
 #define CW_MAP_IPCACHE        "cw_ipcache"
 #define CW_MAP_TUNNEL         "cw_tunnel"
 #define CW_MAP_CONFIG         "cw_config"
@@ -60,6 +61,8 @@
 #define CW_IDENTITY_HOST    1
 #define CW_IDENTITY_WORLD   2
 #define CW_IDENTITY_INIT    5
+/* Another node of the mesh: its InternalIP's ipcache entry in tunnel mode. */
+#define CW_IDENTITY_REMOTE_NODE 6
 
 /* Local endpoint: a pod interface on this node, keyed by its IPv4 address. */
 struct cw_endpoint_key {

@@ -16,6 +16,7 @@ struct cw_dp {
 	int prog_from_container;
 	int prog_to_container;
 	int prog_from_overlay;
+	int prog_to_overlay;
 	int map_endpoints;
 	int map_metrics;
 	int map_ipcache;

@@ -385,10 +385,17 @@ def ipcache_value(identity, tunnel_ip, cluster_id):
     return B.struct.pack("=I4sH", identity, socket.inet_aton(tunnel_ip), cluster_id)
 
 
+REMOTE_NODE = 6  # the reserved identity of another node's address (tunnel mode)
+
+
 def expected_ipcache(remotes):
-    """{lpm key: ipcache_value()} of every remote endpoint."""
-    return {lpm_key(r.pod_ip(e)): ipcache_value(r.identity(e), r.node_ip(e // r.per_node), r.id)
+    """{lpm key: ipcache_value()} of every remote endpoint, and of every remote node's
+    address (tunnel routing: behind itself, with the remote-node identity)."""
+    want = {lpm_key(r.pod_ip(e)): ipcache_value(r.identity(e), r.node_ip(e // r.per_node), r.id)
             for r in remotes for e in range(r.n_eps)}
+    want.update({lpm_key(r.node_ip(j)): ipcache_value(REMOTE_NODE, r.node_ip(j), r.id)
+                 for r in remotes for j in range(r.n_nodes)})
+    return want
 
 
 def ipcache_sample(want, n=SAMPLE):

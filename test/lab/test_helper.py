@@ -297,6 +297,14 @@ class HLab:
         self.lab.cli("start-helper", CLUSTER, *nodes)
 
 
+REMOTE_NODE = 6  # the reserved identity of another node's address
+
+
+def node_entries(n, nodes, cluster_id=CLUSTER_ID):
+    """The ipcache entries node n has for the other nodes in tunnel mode."""
+    return {f"{o.ip}/32": (REMOTE_NODE, o.ip, cluster_id) for o in nodes if o is not n}
+
+
 def up(make_lab, routing=None):
     lab = make_lab(TOPO, routing)
     lab.up()
@@ -569,13 +577,17 @@ def test_identities_agree_across_nodes(shared):
                                       "Mask": base64.b64encode(net.netmask.packed).decode()}, v
         assert rec["lease"], f"{n.name}: node record without a lease"
 
-    # every ipcache: exactly the pods, with identity and tunnel endpoint
+    # every ipcache: exactly the pods, with identity and tunnel endpoint, and the other
+    # nodes (remote-node identity, behind themselves); the node's own traffic to the
+    # other PodCIDRs is routed into the tunnel device
     for n in h.nodes:
         want = {f"{p['status']['podIP']}/32": (ident[name], "" if node is n else node.ip, CLUSTER_ID)
                 for name, (p, ns, node) in pods.items()}
+        want.update(node_entries(n, h.nodes))
         assert n.ipcache() == want, f"{n.name}: ipcache differs"
         assert n.tunnels() == {o.podcidr: o.ip for o in h.nodes if o is not n}, f"{n.name}: tunnel map"
-        assert n.routes() == {}, f"{n.name}: tunnel mode installs no routes"
+        assert n.routes() == {o.podcidr: (None, "cw_vxlan") for o in h.nodes if o is not n}, \
+            f"{n.name}: tunnel mode routes only the node's own traffic, into cw_vxlan"
 
 
 def test_pod_ips_in_node_podcidr(shared):
@@ -988,7 +1000,8 @@ def test_dead_node_is_forgotten_and_returns(make_lab):
     # Kept alive at a third of the TTL, the lease had between 2/3 and all of it left.
     assert LEASE_TTL * 2 / 3 - 0.5 <= expired <= LEASE_TTL + 3, f"records went {expired:.1f}s after the kill"
     for n in survivors:
-        want = {k: v for k, v in before[n.name]["ipcache"].items() if k != f"{dead_ip}/32"}
+        want = {k: v for k, v in before[n.name]["ipcache"].items()
+                if k not in (f"{dead_ip}/32", f"{dead.ip}/32")}
         assert n.ipcache() == want, f"{n.name}: ipcache lost more than the dead node's pods"
         assert n.tunnels() == {o.podcidr: o.ip for o in survivors if o is not n}
         assert h.healthy(n)
@@ -1142,23 +1155,28 @@ def peer_server(where, ip, port):
     return p
 
 
-def test_masquerade_pods_reach_host_network_elsewhere(make_lab):
-    """Tunnel mode, where no node has a route to another's PodCIDR: a pod reaches a
-    host-network server on another node because its traffic leaves masqueraded (the server
-    sees the pod's node address), while pod-to-pod traffic keeps the pod's address.  Without
-    the rule (jump removed by hand) the same connection gets no answer; a restarted helper
-    puts it back."""
+def ask_from(where, ip, port):
+    """What a TCP client in namespace @where (a path) is told by peer_server: its own source
+    address as the server saw it; None when it got no answer."""
+    r = run(["nsenter", f"--net={where}", "/usr/bin/python3", "-c", PEER, "client", ip, str(port)],
+            check=False)
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def test_masquerade_pod_traffic_leaving_the_mesh(make_lab):
+    """A pod talking to an address outside every PodCIDR and every node (the control plane's
+    host network here) leaves with its node's address; pod to pod keeps the pod's address.
+    The control: with the POSTROUTING jump removed by hand the server sees the pod's address
+    (the lab's control plane has routes to the PodCIDRs); a restarted helper puts it back."""
     h = up(make_lab)
     pods = pods_on_every_node(h)
-    n1, n3 = h.nodes[0], h.nodes[2]
+    n1 = h.nodes[0]
     p1_ip, p3_ip = pods["p1"]["status"]["podIP"], pods["p3"]["status"]["podIP"]
-    procs = [peer_server(NETNS_DIR / n3.netns, n3.ip, 7070),
+    cp_ip = h.c["cp"]["ip"]
+    procs = [peer_server(NETNS_DIR / h.cp, cp_ip, 7070),
              peer_server(NETNS_DIR / h.netns_of("p3"), p3_ip, 7071)]
+    p1 = NETNS_DIR / h.netns_of("p1")
     try:
-        def ask(ip, port):
-            r = h.in_pod("p1", "/usr/bin/python3", "-c", PEER, "client", ip, str(port), check=False)
-            return r.stdout.strip() if r.returncode == 0 else None
-
         st = n1.status()["masquerade"]
         assert st["enabled"] and st["applied"] and not st["error"], st
         rules = n1.sh("iptables-save", "-t", "nat").stdout
@@ -1167,18 +1185,51 @@ def test_masquerade_pods_reach_host_network_elsewhere(make_lab):
         for n in h.nodes:
             assert f"-A CAUSEWAY-POSTROUTING -d {n.podcidr} -j RETURN" in rules, rules
 
-        assert ask(n3.ip, 7070) == n1.ip, "the host-network server must see node1's address"
-        assert ask(p3_ip, 7071) == p1_ip, "a pod must see the other pod's own address"
+        assert ask_from(p1, cp_ip, 7070) == n1.ip, "the control plane must see node1's address"
+        assert ask_from(p1, p3_ip, 7071) == p1_ip, "a pod must see the other pod's own address"
 
-        # the control: without the jump, node3 answers a pod address it has no route to
         n1.sh("iptables", *JUMP)
-        assert ask(n3.ip, 7070) is None, "answered without masquerading: the test proves nothing"
+        assert ask_from(p1, cp_ip, 7070) == p1_ip, "still masqueraded without the rule?"
         h.stop_helpers(n1.name, kill=True)
         h.start_helpers(n1.name)
         h.wait(lambda: "-j CAUSEWAY-POSTROUTING" in n1.sh("iptables-save", "-t", "nat").stdout,
                20, "the restarted helper to put the jump back")
-        assert ask(n3.ip, 7070) == n1.ip
-        assert ask(p3_ip, 7071) == p1_ip
+        assert ask_from(p1, cp_ip, 7070) == n1.ip
+        assert ask_from(p1, p3_ip, 7071) == p1_ip
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_tunnel_host_network_and_pods_across_nodes(make_lab):
+    """Tunnel mode, where the underlay knows no PodCIDR: a pod reaches a host-network
+    server on another node and that node's host reaches the pod, both ways through the
+    tunnel (the other node's address sits in the ipcache behind itself; the node routes
+    other PodCIDRs into cw_vxlan, where to_overlay encapsulates), each side seeing the
+    other's real address.  The control: without node3's route to node1's PodCIDR, node3
+    cannot reach the pod; a restarted helper puts the route back."""
+    h = up(make_lab)
+    pods = pods_on_every_node(h)
+    n1, n3 = h.nodes[0], h.nodes[2]
+    p1_ip = pods["p1"]["status"]["podIP"]
+    p1 = NETNS_DIR / h.netns_of("p1")
+    procs = [peer_server(NETNS_DIR / n3.netns, n3.ip, 7070), peer_server(p1, p1_ip, 7072)]
+    try:
+        assert ask_from(p1, n3.ip, 7070) == p1_ip, "node3's host must see the pod's own address"
+        assert ask_from(NETNS_DIR / n3.netns, p1_ip, 7072) == n3.ip, \
+            "the pod must see node3's address"
+        assert "dev cw_vxlan" in n3.sh("ip", "route", "get", p1_ip).stdout
+        assert n3.ipcache()[f"{n1.ip}/32"] == (REMOTE_NODE, n1.ip, CLUSTER_ID)
+
+        n3.sh("ip", "route", "del", n1.podcidr, "proto", "193")
+        assert ask_from(NETNS_DIR / n3.netns, p1_ip, 7072) is None, \
+            "reached the pod without the route: the test proves nothing"
+        h.stop_helpers(n3.name, kill=True)
+        h.start_helpers(n3.name)
+        h.wait(lambda: n1.podcidr in n3.routes(), 20, "the restarted helper to put the route back")
+        assert ask_from(NETNS_DIR / n3.netns, p1_ip, 7072) == n3.ip
+        assert ask_from(p1, n3.ip, 7070) == p1_ip
     finally:
         for p in procs:
             p.kill()

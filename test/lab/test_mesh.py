@@ -349,8 +349,9 @@ def between(m, a, b):
 def test_step6_pods_reach_pods_across_clusters(request, make_mesh, topology, routing):
     """Every pod of both clusters reaches every other by IP (meshcheck, all 56 ordered pairs),
     curl from x-wing to the other cluster's rebel-base pods by IP gets their answer; every
-    node has every other node's PodCIDR as its routing mode says (tunnel map entry or proto
-    193 route, never both), and every pod in its ipcache with its cluster's id, an identity
+    node has every other node's PodCIDR as its routing mode says (tunnel: a tunnel map entry,
+    a proto 193 route into cw_vxlan for the node's own traffic and the node's address in the
+    ipcache behind itself; native: a proto 193 route via the node), and every pod in its ipcache with its cluster's id, an identity
     in that cluster's range, and the tunnel endpoint the mode calls for."""
     if routing == "tunnel" and topology == "two-clusters.yaml":
         m = request.getfixturevalue("mesh")  # the walkthrough's own lab
@@ -384,7 +385,10 @@ def test_step6_pods_reach_pods_across_clusters(request, make_mesh, topology, rou
                 continue
             how = between(m, n, o)
             if how == "tunnel":
-                assert tunnels.get(o["podCIDR"]) == o["ip"] and o["podCIDR"] not in routes, \
+                # pods by the tunnel map; the node's own traffic by a route into cw_vxlan
+                assert tunnels.get(o["podCIDR"]) == o["ip"] and \
+                    routes.get(o["podCIDR"]) == (None, "cw_vxlan") and \
+                    ipc.get(f"{o['ip']}/32") == (6, o["ip"], m.ids[o["cluster"]]), \
                     f"{n['name']} -> {o['name']} ({how}): tunnels {tunnels}, routes {routes}"
             else:
                 assert routes.get(o["podCIDR"]) == (o["ip"], "eth0") and o["podCIDR"] not in tunnels, \
