@@ -851,7 +851,7 @@ def main():
 
     for key, label in (("socket", "start -> socket answers"),
                        ("remotes", "start -> every remote connected and synced"),
-                       ("ipcache", f"start -> ipcache holds all {eps:,} endpoints"),
+                       ("ipcache", f"start -> ipcache holds all {eps:,} endpoints (+ nodes)"),
                        ("services", "start -> frontends and slots all programmed"),
                        ("full", "TIME TO FULL SYNC (the last of these)")):
         line(label, lambda rs, k=key: fmt_range([r.t[k] for r in rs if k in r.t], "s"))
