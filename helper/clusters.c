@@ -52,6 +52,7 @@ static void remote_free(struct cw_remote *r)
 	cw_kv_watch_free(r->w_svcs);
 	cw_kv_watch_free(r->w_synced);
 	cw_kv_watch_free(r->w_heartbeat);
+	cw_kv_probe_free(r->probe);
 	cw_kv_free(r->kv);
 	cw_etcd_conf_clear(&r->conf);
 	cw_timer_del(r->t_retry);
@@ -329,6 +330,33 @@ static time_t heartbeat_time(const struct cw_kv_pair *kv)
  * backends leave the maps (it was kept until then so that traffic kept
  * flowing through a restart of its etcd).  It comes back by itself.
  */
+static void on_probe(int rc, const char *why, void *arg)
+{
+	struct cw_remote *r = arg;
+
+	if (rc && !r->probe_why[0])
+		pr_debug("cluster %s: %s", r->name, why);
+	snprintf(r->probe_why, sizeof(r->probe_why), "%s", rc ? why : "");
+}
+
+/* Reads the remote's store now and then, off the loop's critical path. */
+static void probe(struct cw_remote *r, int64_t now)
+{
+	int rc;
+
+	if (now - r->probe_ms < CW_REMOTE_PROBE_MS)
+		return;
+	if (!r->probe && cw_kv_probe_new(r->n->loop, r->kv, &r->probe))
+		return;
+	rc = cw_kv_probe_start(r->probe, CW_KEY_HEARTBEAT, CW_REMOTE_PROBE_TIMEOUT_MS, on_probe, r);
+	if (rc == -EBUSY)
+		return;
+	r->probe_ms = now;
+	if (rc)
+		snprintf(r->probe_why, sizeof(r->probe_why), "cannot read the store: %s",
+			 cw_kv_error(r->kv)[0] ? cw_kv_error(r->kv) : strerror(-rc));
+}
+
 static void on_health(struct cw_loop *loop, void *arg)
 {
 	struct cw_remote *r = arg;
@@ -355,6 +383,9 @@ static void on_health(struct cw_loop *loop, void *arg)
 				snprintf(why, sizeof(why), "etcd unreachable: %.200s",
 					 st.error[0] ? st.error : "stream closed");
 		}
+		probe(r, now);
+		if (!why[0] && r->probe_why[0])
+			snprintf(why, sizeof(why), "etcd does not answer: %.200s", r->probe_why);
 		if (!why[0] && hb > 0 && time(NULL) - hb > CW_HEARTBEAT_STALE_S)
 			snprintf(why, sizeof(why), "its heartbeat is %lld s old (stale after %d s)",
 				 (long long)(time(NULL) - hb), CW_HEARTBEAT_STALE_S);

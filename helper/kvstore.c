@@ -9,6 +9,7 @@
 
 #include <causeway/log.h>
 #include "kvstore.h"
+#include "loop.h"
 
 struct cw_kv {
 	struct cw_kv_config cfg;
@@ -489,4 +490,116 @@ void cw_kv_stream_failed(struct cw_kv *kv, bool token_refused)
 const char *cw_kv_endpoint(const struct cw_kv *kv)
 {
 	return kv->cfg.endpoints[kv->current];
+}
+
+/* --- liveness probe ---------------------------------------------------------------- */
+
+struct cw_kv_probe {
+	struct cw_loop *loop;
+	struct cw_kv *kv;
+	CURL *easy;
+	struct curl_slist *hdrs;
+	struct buf resp;
+	bool busy;
+	cw_kv_probe_fn fn;
+	void *arg;
+};
+
+int cw_kv_probe_new(struct cw_loop *loop, struct cw_kv *kv, struct cw_kv_probe **out)
+{
+	struct cw_kv_probe *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return -ENOMEM;
+	p->easy = curl_easy_init();
+	if (!p->easy) {
+		free(p);
+		return -ENOMEM;
+	}
+	p->loop = loop;
+	p->kv = kv;
+	*out = p;
+	return 0;
+}
+
+static void probe_done(struct cw_loop *loop, CURL *easy, CURLcode res, void *arg)
+{
+	struct cw_kv_probe *p = arg;
+	const char *ep = cw_kv_endpoint(p->kv);
+	char why[384] = "";
+	struct cw_kv_error e;
+	long status = 0;
+	int rc = 0;
+
+	(void)loop;
+	p->busy = false;
+	curl_slist_free_all(p->hdrs);
+	p->hdrs = NULL;
+	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+	if (res != CURLE_OK) {
+		rc = res == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -EHOSTUNREACH;
+		snprintf(why, sizeof(why), "%s: read of the store: %s", ep, curl_easy_strerror(res));
+	} else if (status != 200) {
+		if (p->resp.data && cw_kvp_parse_error(p->resp.data, p->resp.len, &e)) {
+			if (token_rejected(&e)) {
+				/* etcd answered: alive; the next request authenticates again */
+				cw_kv_stream_failed(p->kv, true);
+			} else {
+				rc = -EPROTO;
+				snprintf(why, sizeof(why), "%s: read of the store: etcd: %s (code %d)",
+					 ep, e.message, e.code);
+			}
+		} else {
+			rc = -EPROTO;
+			snprintf(why, sizeof(why), "%s: read of the store: HTTP %ld", ep, status);
+		}
+	}
+	free(p->resp.data);
+	p->resp.data = NULL;
+	p->resp.len = 0;
+	p->fn(rc, why, p->arg);
+}
+
+int cw_kv_probe_start(struct cw_kv_probe *p, const char *key, long timeout_ms, cw_kv_probe_fn fn,
+		      void *arg)
+{
+	char *body;
+	int rc;
+
+	if (p->busy)
+		return -EBUSY;
+	/* a count: the answer is small whatever the key holds */
+	body = cw_kvp_range_req(key, NULL, 1, 0, true);
+	if (!body)
+		return -ENOMEM;
+	curl_easy_reset(p->easy);
+	rc = cw_kv_stream_setup(p->kv, p->easy, "/v3/kv/range", body, &p->hdrs);
+	free(body);
+	if (rc)
+		return rc;
+	curl_easy_setopt(p->easy, CURLOPT_WRITEFUNCTION, collect);
+	curl_easy_setopt(p->easy, CURLOPT_WRITEDATA, &p->resp);
+	curl_easy_setopt(p->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
+	p->fn = fn;
+	p->arg = arg;
+	rc = cw_loop_curl_add(p->loop, p->easy, probe_done, p);
+	if (rc) {
+		curl_slist_free_all(p->hdrs);
+		p->hdrs = NULL;
+		return rc;
+	}
+	p->busy = true;
+	return 0;
+}
+
+void cw_kv_probe_free(struct cw_kv_probe *p)
+{
+	if (!p)
+		return;
+	if (p->busy)
+		cw_loop_curl_remove(p->loop, p->easy);
+	curl_slist_free_all(p->hdrs);
+	curl_easy_cleanup(p->easy);
+	free(p->resp.data);
+	free(p);
 }

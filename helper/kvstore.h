@@ -79,4 +79,23 @@ int cw_kv_stream_setup(struct cw_kv *kv, CURL *easy, const char *path, const cha
 void cw_kv_stream_failed(struct cw_kv *kv, bool token_refused);
 const char *cw_kv_endpoint(const struct cw_kv *kv);
 
+/*
+ * Liveness of the store, without blocking the loop: one linearizable read
+ * of a key on the loop's curl multi handle, bounded by a timeout.  An etcd
+ * that accepts connections but never answers (stopped, wedged, without
+ * quorum) keeps its watch streams open and silent, which only this shows.
+ * @fn gets 0 when etcd answered the read (whether the key exists or not),
+ * else a negative errno with @why naming the failure.  One probe in flight
+ * per object; cw_kv_probe_start returns -EBUSY meanwhile.
+ */
+struct cw_loop;
+struct cw_kv_probe;
+typedef void (*cw_kv_probe_fn)(int rc, const char *why, void *arg);
+
+int cw_kv_probe_new(struct cw_loop *loop, struct cw_kv *kv, struct cw_kv_probe **out);
+int cw_kv_probe_start(struct cw_kv_probe *p, const char *key, long timeout_ms, cw_kv_probe_fn fn,
+		      void *arg);
+/* Aborts a probe in flight (its callback is not called).  NULL-safe. */
+void cw_kv_probe_free(struct cw_kv_probe *p);
+
 #endif

@@ -62,6 +62,9 @@ struct cw_node_opts {
  * after two minutes (README "Remote clusters").
  */
 #define CW_REMOTE_EVICTION_DEFAULT_S 120
+/* A remote's store is read this often, each read given this long to answer. */
+#define CW_REMOTE_PROBE_MS 5000
+#define CW_REMOTE_PROBE_TIMEOUT_MS 5000
 
 /* A pod interface on this node, from the plugin's state file. */
 struct cw_local_ep {
@@ -101,6 +104,14 @@ struct cw_remote {
 	int64_t lost_ms;
 	bool evicted;
 	char lost_why[256];
+	/*
+	 * The store's answer to a read every CW_REMOTE_PROBE_MS: an etcd that
+	 * keeps its streams open but answers nothing (stopped, wedged, no
+	 * quorum) shows only here.  probe_why is "" while it answers.
+	 */
+	struct cw_kv_probe *probe;
+	int64_t probe_ms;             /* when the last probe started */
+	char probe_why[256];
 	char overlap[256], overlap_new[256];  /* a PodCIDR overlap found by the last reconcile */
 	bool seen;                    /* marked by a directory rescan */
 	struct cw_remote *next;

@@ -7,6 +7,7 @@
  * it was disconnected.
  */
 #include <errno.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -193,10 +194,95 @@ static void test_follow_restart_compact(void **state)
 	cw_kv_free(writer);
 }
 
+/* --- the liveness probe ------------------------------------------------------------- */
+
+struct probe_run {
+	struct cw_loop *loop;
+	int rc;
+	char why[384];
+	bool done;
+	unsigned int ticks;          /* of a 20 ms timer while the probe was out */
+};
+
+static void probe_cb(int rc, const char *why, void *arg)
+{
+	struct probe_run *p = arg;
+
+	p->rc = rc;
+	snprintf(p->why, sizeof(p->why), "%s", why);
+	p->done = true;
+	cw_loop_stop(p->loop);
+}
+
+static void tick(struct cw_loop *loop, void *arg)
+{
+	struct probe_run *p = arg;
+
+	p->ticks++;
+	if (p->ticks > 500) /* 10 s: give up */
+		cw_loop_stop(loop);
+}
+
+static void run_probe(struct cw_kv_probe *pr, struct probe_run *p, long timeout_ms)
+{
+	struct cw_timer *t;
+
+	p->done = false;
+	p->ticks = 0;
+	assert_int_equal(cw_kv_probe_start(pr, "cilium/.heartbeat", timeout_ms, probe_cb, p), 0);
+	assert_int_equal(cw_kv_probe_start(pr, "cilium/.heartbeat", timeout_ms, probe_cb, p), -EBUSY);
+	assert_int_equal(cw_timer_add(p->loop, 20, 20, tick, p, &t), 0);
+	cw_loop_run(p->loop);
+	cw_timer_del(t);
+	assert_true(p->done);
+}
+
+/*
+ * A frozen etcd (SIGSTOP) accepts connections and answers nothing: the
+ * probe says so after its timeout, and the loop kept running meanwhile.
+ */
+static void test_probe_frozen_etcd(void **state)
+{
+	struct cw_kv *kv = client();
+	struct probe_run p = { 0 };
+	struct cw_kv_probe *pr;
+	char path[512];
+	FILE *f;
+	pid_t pid = 0;
+
+	(void)state;
+	/* the fixture's etcd of now (the test before restarted it) */
+	snprintf(path, sizeof(path), "%s/etcd.pid", env("ETCD_DIR"));
+	f = fopen(path, "r");
+	assert_non_null(f);
+	assert_int_equal(fscanf(f, "%d", &pid), 1);
+	fclose(f);
+	assert_int_equal(cw_loop_new(&p.loop), 0);
+	assert_int_equal(cw_kv_probe_new(p.loop, kv, &pr), 0);
+	run_probe(pr, &p, 2000);
+	assert_int_equal(p.rc, 0);
+	assert_string_equal(p.why, "");
+
+	assert_int_equal(kill(pid, SIGSTOP), 0);
+	run_probe(pr, &p, 1000);
+	kill(pid, SIGCONT);
+	assert_int_equal(p.rc, -ETIMEDOUT);
+	assert_non_null(strstr(p.why, "read of the store"));
+	/* ~1 s of 20 ms ticks: the loop was not held */
+	assert_true(p.ticks >= 25);
+
+	run_probe(pr, &p, 5000);
+	assert_int_equal(p.rc, 0);
+	cw_kv_probe_free(pr);
+	cw_loop_free(p.loop);
+	cw_kv_free(kv);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_follow_restart_compact),
+		cmocka_unit_test(test_probe_frozen_etcd),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

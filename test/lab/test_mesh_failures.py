@@ -10,6 +10,9 @@ walkthrough's two clusters with a short --remote-eviction-timeout
                     timeout, `clusters -o json` counting the deadline down; then cluster2
                     is evicted (no route, endpoint or backend of it left) and cluster1's
                     requests stay home; etcd back, everything as before, nothing stale
+  frozen etcd       cluster2's etcd SIGSTOPped (streams stay open, nothing answers):
+                    the helper's periodic read notices within two 5 s probes, evicts at
+                    the timeout, takes cluster2 back when it answers again
   short outage      cluster2 changes (scaled down) while its etcd is down for less than
                     the timeout: once back, cluster1 has exactly cluster2's new state,
                     and never dropped what was still valid meanwhile
@@ -30,6 +33,7 @@ starts from the walkthrough's starting point and leaves etcd running.
 
 import importlib.util
 import json
+import os
 import signal
 import subprocess
 import time
@@ -281,6 +285,43 @@ def test_remote_etcd_down_keeps_state_until_eviction(mesh):
         assert all(st != "connected" for st, _ in states), \
             f"{node}: clusters -o json called cluster2 {sorted(states)} while its etcd was down and its " \
             "eviction deadline ran: it was not connected"
+
+
+def etcd_pid(m, cluster=C2):
+    env = dict(line.split("=", 1) for line in
+               (Path(etcd_dir(m, cluster)) / "env").read_text().split() if "=" in line)
+    return int(env["ETCD_PID"])
+
+
+def test_remote_etcd_hung_is_noticed_and_evicted(mesh):
+    """cluster2's etcd frozen (SIGSTOP): it still accepts connections and its watch streams
+    stay open and silent, so only the helper's periodic read of the store (5 s apart, 5 s to
+    answer) can tell.  cluster1 shows cluster2 unhealthy, "etcd does not answer", within two
+    probe periods, with the eviction deadline running; evicts it at the timeout, not
+    before; and once etcd answers again (SIGCONT) everything is as before.  Without the probe
+    only the heartbeat would age, after 120 s."""
+    m = mesh
+    start(m)
+    wait_for(lambda: all({f"{ip}/32" for ip in remote_pod_ips(m)} <= set(m.ipcache(C1, n)) for n in m.nodes(C1)),
+             20, what="cluster2's pods in every cluster1 ipcache")
+    before = snapshot(m, svc=False)
+    pid = etcd_pid(m)
+    os.kill(pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        def noticed():
+            return all("does not answer" in (remote_entry(m, n).get("unhealthy") or "") and
+                       remote_entry(m, n).get("evictionDeadline") is not None for n in m.nodes(C1))
+        wait_for(noticed, 2 * 5 + 3, step=0.3, what="cluster1 to see cluster2's etcd not answering")
+        seen = time.monotonic() - t0
+        wait_for(lambda: all(evicted(m, n, svc=False) for n in m.nodes(C1)), EVICT + 15, step=0.2,
+                 what="cluster2's entries, tunnels and routes to leave every cluster1 node")
+        took = time.monotonic() - t0
+        assert took >= EVICT - 0.5, f"cluster2 evicted {took:.1f}s after its etcd froze (timeout {EVICT}s)"
+        print(f"frozen etcd noticed after {seen:.1f}s, cluster2 evicted after {took:.1f}s")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    resync(m, before, svc=False)
 
 
 def test_remote_etcd_down_service_fails_over_at_eviction(mesh):
