@@ -69,6 +69,14 @@ int cw_datapath_setup(struct cw_node *n)
 	rc = cw_write_sysctl("/proc/sys/net/ipv4/conf/" CW_VXLAN_DEV "/rp_filter", "0");
 	if (rc)
 		pr_warn("datapath: cannot turn rp_filter off on %s: %s", CW_VXLAN_DEV, strerror(-rc));
+	/*
+	 * Nothing IPv6 is tunnelled yet: without this the kernel's own neighbour
+	 * and multicast listener messages on the device would reach to_overlay,
+	 * which has nowhere to send them, and show as drops.
+	 */
+	rc = cw_write_sysctl("/proc/sys/net/ipv6/conf/" CW_VXLAN_DEV "/disable_ipv6", "1");
+	if (rc && rc != -ENOENT)
+		pr_warn("datapath: cannot turn IPv6 off on %s: %s", CW_VXLAN_DEV, strerror(-rc));
 	rc = cw_tc_attach(n->vxlan_ifindex, n->dp->prog_from_overlay, true);
 	if (rc) {
 		pr_err("datapath: cannot attach from_overlay to %s: %s", CW_VXLAN_DEV, strerror(-rc));

@@ -16,7 +16,8 @@
  *
  * The rules live in a chain of their own in the nat table, rewritten
  * atomically with iptables-restore --noflush (what kube-proxy does), and
- * reached from POSTROUTING by one jump.  They stay when the helper stops,
+ * reached from POSTROUTING by one jump; a chain in the raw table, reached
+ * from PREROUTING and OUTPUT, keeps the tunnel's UDP out of conntrack.  They stay when the helper stops,
  * so a restart does not change what pods can reach.
  */
 #ifndef CW_HELPER_MASQ_H
@@ -28,6 +29,8 @@
 #include <causeway/addr.h>
 
 #define CW_MASQ_CHAIN "CAUSEWAY-POSTROUTING"
+/* raw table: the tunnel's UDP packets skip conntrack (see masq.c) */
+#define CW_MASQ_RAW_CHAIN "CAUSEWAY-RAW"
 #define CW_MASQ_EXCEPT_MAX 16
 /*
  * Rewritten at least this often (the full resync runs every 60 s), which

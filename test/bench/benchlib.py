@@ -19,6 +19,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -390,6 +391,71 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class WatchObserver:
+    """Two threads stamping time.monotonic() the moment each sees its event for
+    the current operation: an `etcdctl watch -w json` reader (etcd's own
+    delivery, the baseline) and a poller of what the helper made of it.  A
+    subclass gives on_watch(t, key, value, op), called under self.lock for
+    every event (value: bytes, None for a delete; op: the current operation
+    or None), and poll(op) -> bool, called outside the lock for an operation
+    that has started (op.t0 set), then on_polled(op, t) under the lock when
+    poll said yes.  extra_threads: more readers, started with the two."""
+
+    def __init__(self, cleanup, watch_argv, poll_s, extra_threads=()):
+        self.lock = threading.Lock()
+        self.cur = None
+        self.stop = False
+        self.poll_s = poll_s
+        self.loops, self.poll_cpu, self.poll_wall, self.watch_events = 0, 0.0, 0.0, 0
+        self.watch = Server(cleanup, "etcdctl watch", watch_argv, stdout=subprocess.PIPE,
+                            text=False)
+        self.threads = [threading.Thread(target=fn, daemon=True)
+                        for fn in (self._watch_reader, self._poller, *extra_threads)]
+        cleanup.push("observer threads", self.shutdown)
+        for t in self.threads:
+            t.start()
+
+    def shutdown(self):
+        self.stop = True
+        self.watch.stop()
+
+    def start(self, op):
+        with self.lock:
+            self.cur = op
+
+    def _watch_reader(self):
+        f = self.watch.proc.stdout
+        while not self.stop:
+            line = f.readline()
+            t = time.monotonic()
+            if not line:
+                return
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            for ev in doc.get("Events") or []:
+                self.watch_events += 1
+                kv = ev.get("kv") or {}
+                key = base64.b64decode(kv.get("key", "")).decode(errors="replace")
+                value = None if ev.get("type") == 1 else base64.b64decode(kv.get("value", ""))
+                with self.lock:
+                    self.on_watch(t, key, value, self.cur)
+
+    def _poller(self):
+        c0, w0 = time.thread_time(), time.monotonic()
+        while not self.stop:
+            with self.lock:
+                op = self.cur
+            if op is not None and op.t0 is not None and self.poll(op):
+                t = time.monotonic()
+                with self.lock:
+                    self.on_polled(op, t)
+            self.loops += 1
+            time.sleep(self.poll_s)
+        self.poll_cpu, self.poll_wall = time.thread_time() - c0, time.monotonic() - w0
 
 
 def wait_port(netns, ip, port, timeout=5.0):

@@ -71,6 +71,9 @@ def parse_args():
                     help="seconds per iperf3/sockperf run (default 2; iperf3 runs one "
                     "more, omitted, to settle)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
+    ap.add_argument("--no-masquerade", action="store_true",
+                    help="run the helpers with --no-masquerade: no nat rules, so no conntrack, "
+                    "in the Causeway nodes (what masquerading costs)")
     args = ap.parse_args()
     if not 1 <= args.rounds <= 20 or not 2 <= args.seconds <= 60:
         ap.error("--rounds within 1..20, --seconds within 2..60")
@@ -229,7 +232,10 @@ def main():
 
     # The lab first: `lab down` is registered before anything of ours, so it
     # runs last, after our namespaces are gone from its bridge.
-    lab = B.Lab(cleanup, TOPOLOGY, prefix="cx").up()
+    topo = json.loads(json.dumps(TOPOLOGY))
+    for c in topo["clusters"]:
+        c["masquerade"] = not args.no_masquerade
+    lab = B.Lab(cleanup, topo, prefix="cx").up()
     st = lab.state()
     nodes = {m: [n["name"] for n in lab.cluster(CLUSTER[m])["nodes"]] for m in MODES}
     with open(lab.cluster("xtun")["nodes"][0]["conflist"]) as f:

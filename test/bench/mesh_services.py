@@ -162,80 +162,40 @@ class Op:
                 self.done.set()
 
 
-class Observers:
-    """The etcdctl watch reader and the map poller, on threads; each stamps
-    the current operation the moment its condition holds."""
+class Observers(B.WatchObserver):
+    """etcd's delivery of the service record, and the frontend's slots in
+    n1's map (benchlib.WatchObserver); stamps "watch" and "map"."""
 
     def __init__(self, cleanup, watch_argv, key, lb, fe_key, poll_s):
-        self.lock = threading.Lock()
-        self.cur = None
-        self.stop = False
         self.key = key
-        self.lb, self.fe_key, self.poll_s = lb, fe_key, poll_s
+        self.lb, self.fe_key = lb, fe_key
         self.mine = set()        # values this process put at the key
         self.foreign = []        # events on the key this process did not cause
-        self.loops, self.poll_cpu, self.poll_wall = 0, 0.0, 0.0
-        self.watch = B.Server(cleanup, "etcdctl watch", watch_argv, stdout=subprocess.PIPE,
-                              text=False)
-        self.threads = [threading.Thread(target=self._watch_reader, daemon=True),
-                        threading.Thread(target=self._poller, daemon=True)]
-        cleanup.push("observer threads", self.shutdown)
-        for t in self.threads:
-            t.start()
+        super().__init__(cleanup, watch_argv, poll_s)
 
-    def shutdown(self):
-        self.stop = True
-        self.watch.stop()
+    def on_watch(self, t, key, value, op):
+        if key != self.key:
+            return
+        if value is None or value not in self.mine:
+            self.foreign.append((t, "DELETE" if value is None else value[:200]))
+            return
+        if op is None:
+            return
+        try:
+            bes = json.loads(value).get("backends") or {}
+        except ValueError:
+            return
+        if (op.ip in bes) == (op.kind == "add"):
+            op.stamp("watch", t)
 
-    def start(self, op):
-        with self.lock:
-            self.cur = op
+    def poll(self, op):
+        if "map" in op.t:
+            return False
+        slots = self.lb.slots(self.fe_key) or []
+        return any(s[0] == op.ip for s in slots) == (op.kind == "add")
 
-    def _watch_reader(self):
-        f = self.watch.proc.stdout
-        while not self.stop:
-            line = f.readline()
-            t = time.monotonic()
-            if not line:
-                return
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                continue
-            for ev in doc.get("Events") or []:
-                kv = ev.get("kv") or {}
-                if base64.b64decode(kv.get("key", "")).decode(errors="replace") != self.key:
-                    continue
-                deleted = ev.get("type") == 1
-                value = base64.b64decode(kv.get("value", "")) if not deleted else None
-                with self.lock:
-                    if deleted or value not in self.mine:
-                        self.foreign.append((t, "DELETE" if deleted else value[:200]))
-                        continue
-                    op = self.cur
-                    if op is None:
-                        continue
-                    try:
-                        bes = json.loads(value).get("backends") or {}
-                    except ValueError:
-                        continue
-                    if (op.ip in bes) == (op.kind == "add"):
-                        op.stamp("watch", t)
-
-    def _poller(self):
-        c0, w0 = time.thread_time(), time.monotonic()
-        while not self.stop:
-            with self.lock:
-                op = self.cur
-            if op is not None and op.t0 is not None and "map" not in op.t:
-                slots = self.lb.slots(self.fe_key) or []
-                t = time.monotonic()
-                if any(s[0] == op.ip for s in slots) == (op.kind == "add"):
-                    with self.lock:
-                        op.stamp("map", t)
-            self.loops += 1
-            time.sleep(self.poll_s)
-        self.poll_cpu, self.poll_wall = time.thread_time() - c0, time.monotonic() - w0
+    def on_polled(self, op, t):
+        op.stamp("map", t)
 
 
 class SlotLog:

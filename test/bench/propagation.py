@@ -238,100 +238,53 @@ class Op:
             self.done.set()
 
 
-class Observers:
+class Observers(B.WatchObserver):
     """Three threads, each stamping time.monotonic() the moment it sees
     its event for the current operation: the etcdctl watch reader, the
-    ipcache poller, and (for pods) an inotify reader on node A's libcni
-    cache and the plugin's endpoint directory."""
+    ipcache poller (benchlib.WatchObserver), and (for pods) an inotify
+    reader on node A's libcni cache and the plugin's endpoint directory."""
 
     def __init__(self, cleanup, watch_argv, ipcache, poll_s, inotify_dirs=()):
-        self.lock = threading.Lock()
-        self.cur = None
-        self.stop = False
         self.ipcache = ipcache
-        self.poll_s = poll_s
         self.polls = 0
-        self.loops = 0
-        self.poll_cpu = 0.0
-        self.poll_wall = 0.0
-        self.watch_events = 0
-        self.watch = B.Server(cleanup, "etcdctl watch", watch_argv, stdout=subprocess.PIPE,
-                              text=False)
-        self.threads = [threading.Thread(target=self._watch_reader, daemon=True),
-                        threading.Thread(target=self._poller, daemon=True)]
         self.ino = None
+        extra = ()
         if inotify_dirs:
             self.ino = Inotify(inotify_dirs)
             cleanup.push("inotify", self.ino.close)
-            self.threads.append(threading.Thread(target=self._inotify_reader, daemon=True))
-        cleanup.push("observer threads", self.shutdown)
-        for t in self.threads:
-            t.start()
+            extra = (self._inotify_reader,)
+        super().__init__(cleanup, watch_argv, poll_s, extra)
 
-    def shutdown(self):
-        self.stop = True
-        self.watch.stop()
-
-    def start(self, op):
-        with self.lock:
-            self.cur = op
-
-    def _watch_reader(self):
-        f = self.watch.proc.stdout
-        while not self.stop:
-            line = f.readline()
-            t = time.monotonic()
-            if not line:
-                return
+    def on_watch(self, t, key, value, op):
+        if op is None or op.t_watch is not None or not key.startswith(KEY_IPS):
+            return
+        ip = key[len(KEY_IPS):]
+        if op.kind == "put" and value is not None and ip == op.ip:
+            op.t_watch = t
+        elif op.kind == "delete" and value is None and ip == op.ip:
+            op.t_watch = t
+        elif op.kind == "pod" and value is not None:
             try:
-                doc = json.loads(line)
+                val = json.loads(value)
             except ValueError:
-                continue
-            for ev in doc.get("Events") or []:
-                self.watch_events += 1
-                kv = ev.get("kv") or {}
-                key = base64.b64decode(kv.get("key", "")).decode(errors="replace")
-                deleted = ev.get("type") == 1
-                with self.lock:
-                    op = self.cur
-                    if op is None or op.t_watch is not None or not key.startswith(KEY_IPS):
-                        continue
-                    ip = key[len(KEY_IPS):]
-                    if op.kind == "put" and not deleted and ip == op.ip:
-                        op.t_watch = t
-                    elif op.kind == "delete" and deleted and ip == op.ip:
-                        op.t_watch = t
-                    elif op.kind == "pod" and not deleted:
-                        try:
-                            val = json.loads(base64.b64decode(kv.get("value", "")))
-                        except ValueError:
-                            continue
-                        if val.get("K8sPodName") == op.pod:
-                            op.t_watch = t
-                            op.ip = op.ip or ip
-                    op.check_done()
+                return
+            if val.get("K8sPodName") == op.pod:
+                op.t_watch = t
+                op.ip = op.ip or ip
+        op.check_done()
 
-    def _poller(self):
-        c0, w0 = time.thread_time(), time.monotonic()
-        while not self.stop:
-            with self.lock:
-                op = self.cur
-            if op is not None and op.t_map is None and op.ip is not None and op.t0 is not None:
-                v = self.ipcache.lookup(op.ip)
-                t = time.monotonic()
-                self.polls += 1
-                if op.kind == "delete":
-                    hit = v is None or v[0] != op.identity
-                else:
-                    hit = v is not None and v[1] == op.tunnel and \
-                        (op.identity is None or v[0] == op.identity)
-                if hit:
-                    with self.lock:
-                        op.t_map = t
-                        op.check_done()
-            self.loops += 1
-            time.sleep(self.poll_s)
-        self.poll_cpu, self.poll_wall = time.thread_time() - c0, time.monotonic() - w0
+    def poll(self, op):
+        if op.t_map is not None or op.ip is None:
+            return False
+        v = self.ipcache.lookup(op.ip)
+        self.polls += 1
+        if op.kind == "delete":
+            return v is None or v[0] != op.identity
+        return v is not None and v[1] == op.tunnel and (op.identity is None or v[0] == op.identity)
+
+    def on_polled(self, op, t):
+        op.t_map = t
+        op.check_done()
 
     def _inotify_reader(self):
         for t, wd, mask, name in self.ino.events(lambda: self.stop):

@@ -1182,6 +1182,9 @@ def test_masquerade_pod_traffic_leaving_the_mesh(make_lab):
         rules = n1.sh("iptables-save", "-t", "nat").stdout
         assert f"-A CAUSEWAY-POSTROUTING ! -s {n1.podcidr} -j RETURN" in rules, rules
         assert "-j MASQUERADE --random-fully" in rules, rules
+        raw = n1.sh("iptables-save", "-t", "raw").stdout
+        assert "-A CAUSEWAY-RAW -p udp -m udp --dport 8472 -j CT --notrack" in raw, raw
+        assert raw.count("-j CAUSEWAY-RAW") == 2, raw  # from PREROUTING and OUTPUT
         for n in h.nodes:
             assert f"-A CAUSEWAY-POSTROUTING -d {n.podcidr} -j RETURN" in rules, rules
 

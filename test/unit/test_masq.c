@@ -112,7 +112,15 @@ static void test_rules_and_when_they_run(void **state)
 				    "-A CAUSEWAY-POSTROUTING -d 10.20.1.0/24 -j RETURN\n"
 				    "-A CAUSEWAY-POSTROUTING -d 192.168.0.0/16 -j RETURN\n"
 				    "-A CAUSEWAY-POSTROUTING -m comment --comment \"pod traffic "
-				    "leaving the mesh\" -j MASQUERADE --random-fully\nCOMMIT\n"));
+				    "leaving the mesh\" -j MASQUERADE --random-fully\nCOMMIT\n"
+				    /* the tunnel's packets skip conntrack */
+				    "*raw\n:CAUSEWAY-RAW - [0:0]\n"
+				    "-A CAUSEWAY-RAW -p udp -m udp --dport 8472 -j CT --notrack\n"
+				    "COMMIT\n"));
+	assert_non_null(strstr(log, "iptables -w 5 -t raw -A PREROUTING -m comment --comment "
+				    "causeway: no conntrack for VXLAN between nodes -j CAUSEWAY-RAW\n"));
+	assert_non_null(strstr(log, "iptables -w 5 -t raw -A OUTPUT -m comment --comment "
+				    "causeway: no conntrack for VXLAN between nodes -j CAUSEWAY-RAW\n"));
 	/* the jump: looked for, then added */
 	assert_non_null(strstr(log, "iptables -w 5 -t nat -C POSTROUTING -m comment --comment "
 				    "causeway: masquerade pod traffic leaving the mesh -j "
