@@ -52,7 +52,7 @@ static void remote_free(struct cw_remote *r)
 	cw_kv_watch_free(r->w_svcs);
 	cw_kv_watch_free(r->w_synced);
 	cw_kv_watch_free(r->w_heartbeat);
-	cw_kv_probe_free(r->probe);
+	cw_kv_req_free(r->probe);
 	cw_kv_free(r->kv);
 	cw_etcd_conf_clear(&r->conf);
 	cw_timer_del(r->t_retry);
@@ -330,10 +330,12 @@ static time_t heartbeat_time(const struct cw_kv_pair *kv)
  * backends leave the maps (it was kept until then so that traffic kept
  * flowing through a restart of its etcd).  It comes back by itself.
  */
-static void on_probe(int rc, const char *why, void *arg)
+static void on_probe(int rc, const char *body, size_t len, const char *why, void *arg)
 {
 	struct cw_remote *r = arg;
 
+	(void)body;
+	(void)len;
 	if (rc && !r->probe_why[0])
 		pr_debug("cluster %s: %s", r->name, why);
 	snprintf(r->probe_why, sizeof(r->probe_why), "%s", rc ? why : "");
@@ -342,15 +344,18 @@ static void on_probe(int rc, const char *why, void *arg)
 /* Reads the remote's store now and then, off the loop's critical path. */
 static void probe(struct cw_remote *r, int64_t now)
 {
+	char *body;
 	int rc;
 
-	if (now - r->probe_ms < CW_REMOTE_PROBE_MS)
+	if (now - r->probe_ms < CW_REMOTE_PROBE_MS || cw_kv_req_busy(r->probe))
 		return;
-	if (!r->probe && cw_kv_probe_new(r->n->loop, r->kv, &r->probe))
+	if (!r->probe && cw_kv_req_new(r->n->loop, r->kv, &r->probe))
 		return;
-	rc = cw_kv_probe_start(r->probe, CW_KEY_HEARTBEAT, CW_REMOTE_PROBE_TIMEOUT_MS, on_probe, r);
-	if (rc == -EBUSY)
-		return;
+	/* a count: the answer is small whatever the key holds */
+	body = cw_kvp_range_req(CW_KEY_HEARTBEAT, NULL, 1, 0, true);
+	rc = body ? cw_kv_req_start(r->probe, "/v3/kv/range", body, CW_REMOTE_PROBE_TIMEOUT_MS,
+				    on_probe, r) : -ENOMEM;
+	free(body);
 	r->probe_ms = now;
 	if (rc)
 		snprintf(r->probe_why, sizeof(r->probe_why), "cannot read the store: %s",

@@ -482,8 +482,15 @@ int cw_kv_stream_setup(struct cw_kv *kv, CURL *easy, const char *path, const cha
 
 void cw_kv_stream_failed(struct cw_kv *kv, bool token_refused)
 {
-	kv->token[0] = '\0';
-	if (!token_refused)
+	/*
+	 * The token stays after a transport failure: authenticating is a
+	 * blocking call, and against an etcd that stopped answering it would
+	 * hold the loop for the whole timeout.  Where the token is no good
+	 * (another member, a restarted one) etcd says so, and then it goes.
+	 */
+	if (token_refused)
+		kv->token[0] = '\0';
+	else
 		kv->current = (kv->current + 1) % kv->cfg.n_endpoints;
 }
 
@@ -492,114 +499,153 @@ const char *cw_kv_endpoint(const struct cw_kv *kv)
 	return kv->cfg.endpoints[kv->current];
 }
 
-/* --- liveness probe ---------------------------------------------------------------- */
+/* --- requests on the loop ------------------------------------------------------------ */
 
-struct cw_kv_probe {
+struct cw_kv_req {
 	struct cw_loop *loop;
 	struct cw_kv *kv;
 	CURL *easy;
 	struct curl_slist *hdrs;
 	struct buf resp;
-	bool busy;
-	cw_kv_probe_fn fn;
+	char *path, *body;           /* kept for the one retry after a refused token */
+	long timeout_ms;
+	bool busy, retried;
+	cw_kv_req_fn fn;
 	void *arg;
 };
 
-int cw_kv_probe_new(struct cw_loop *loop, struct cw_kv *kv, struct cw_kv_probe **out)
+int cw_kv_req_new(struct cw_loop *loop, struct cw_kv *kv, struct cw_kv_req **out)
 {
-	struct cw_kv_probe *p = calloc(1, sizeof(*p));
+	struct cw_kv_req *r = calloc(1, sizeof(*r));
 
-	if (!p)
+	if (!r)
 		return -ENOMEM;
-	p->easy = curl_easy_init();
-	if (!p->easy) {
-		free(p);
+	r->easy = curl_easy_init();
+	if (!r->easy) {
+		free(r);
 		return -ENOMEM;
 	}
-	p->loop = loop;
-	p->kv = kv;
-	*out = p;
+	r->loop = loop;
+	r->kv = kv;
+	*out = r;
 	return 0;
 }
 
-static void probe_done(struct cw_loop *loop, CURL *easy, CURLcode res, void *arg)
+static void req_done(struct cw_loop *loop, CURL *easy, CURLcode res, void *arg);
+
+static int req_send(struct cw_kv_req *r)
 {
-	struct cw_kv_probe *p = arg;
-	const char *ep = cw_kv_endpoint(p->kv);
-	char why[384] = "";
+	int rc;
+
+	curl_easy_reset(r->easy);
+	free(r->resp.data);
+	r->resp.data = NULL;
+	r->resp.len = 0;
+	rc = cw_kv_stream_setup(r->kv, r->easy, r->path, r->body, &r->hdrs);
+	if (rc)
+		return rc;
+	curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, collect);
+	curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, &r->resp);
+	curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, r->timeout_ms);
+	rc = cw_loop_curl_add(r->loop, r->easy, req_done, r);
+	if (rc) {
+		curl_slist_free_all(r->hdrs);
+		r->hdrs = NULL;
+		return rc;
+	}
+	r->busy = true;
+	return 0;
+}
+
+static void req_done(struct cw_loop *loop, CURL *easy, CURLcode res, void *arg)
+{
+	struct cw_kv_req *r = arg;
+	const char *ep = cw_kv_endpoint(r->kv);
+	char why[512] = "";
 	struct cw_kv_error e;
 	long status = 0;
 	int rc = 0;
 
 	(void)loop;
-	p->busy = false;
-	curl_slist_free_all(p->hdrs);
-	p->hdrs = NULL;
+	r->busy = false;
+	curl_slist_free_all(r->hdrs);
+	r->hdrs = NULL;
 	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
 	if (res != CURLE_OK) {
 		rc = res == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -EHOSTUNREACH;
-		snprintf(why, sizeof(why), "%s: read of the store: %s", ep, curl_easy_strerror(res));
+		snprintf(why, sizeof(why), "%s%s: %s", ep, r->path, curl_easy_strerror(res));
+		/* the next request tries the next endpoint */
+		cw_kv_stream_failed(r->kv, false);
 	} else if (status != 200) {
-		if (p->resp.data && cw_kvp_parse_error(p->resp.data, p->resp.len, &e)) {
-			if (token_rejected(&e)) {
-				/* etcd answered: alive; the next request authenticates again */
-				cw_kv_stream_failed(p->kv, true);
+		if (r->resp.data && cw_kvp_parse_error(r->resp.data, r->resp.len, &e)) {
+			if (r->kv->cfg.username && token_rejected(&e) && !r->retried) {
+				/* an expired token: authenticate again and ask once more */
+				cw_kv_stream_failed(r->kv, true);
+				r->retried = true;
+				rc = req_send(r);
+				if (!rc)
+					return;
+				snprintf(why, sizeof(why), "%.300s", r->kv->error);
 			} else {
-				rc = -EPROTO;
-				snprintf(why, sizeof(why), "%s: read of the store: etcd: %s (code %d)",
-					 ep, e.message, e.code);
+				rc = e.code == CW_GRPC_PERMISSION_DENIED ? -EACCES : -EPROTO;
+				snprintf(why, sizeof(why), "%s%s: etcd: %s (code %d)", ep, r->path,
+					 e.message, e.code);
 			}
 		} else {
 			rc = -EPROTO;
-			snprintf(why, sizeof(why), "%s: read of the store: HTTP %ld", ep, status);
+			snprintf(why, sizeof(why), "%s%s: HTTP %ld", ep, r->path, status);
 		}
 	}
-	free(p->resp.data);
-	p->resp.data = NULL;
-	p->resp.len = 0;
-	p->fn(rc, why, p->arg);
-}
+	{
+		/* the callback may start the next request on @r, which reuses the buffer */
+		struct buf resp = r->resp;
 
-int cw_kv_probe_start(struct cw_kv_probe *p, const char *key, long timeout_ms, cw_kv_probe_fn fn,
-		      void *arg)
-{
-	char *body;
-	int rc;
-
-	if (p->busy)
-		return -EBUSY;
-	/* a count: the answer is small whatever the key holds */
-	body = cw_kvp_range_req(key, NULL, 1, 0, true);
-	if (!body)
-		return -ENOMEM;
-	curl_easy_reset(p->easy);
-	rc = cw_kv_stream_setup(p->kv, p->easy, "/v3/kv/range", body, &p->hdrs);
-	free(body);
-	if (rc)
-		return rc;
-	curl_easy_setopt(p->easy, CURLOPT_WRITEFUNCTION, collect);
-	curl_easy_setopt(p->easy, CURLOPT_WRITEDATA, &p->resp);
-	curl_easy_setopt(p->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
-	p->fn = fn;
-	p->arg = arg;
-	rc = cw_loop_curl_add(p->loop, p->easy, probe_done, p);
-	if (rc) {
-		curl_slist_free_all(p->hdrs);
-		p->hdrs = NULL;
-		return rc;
+		r->resp = (struct buf){ 0 };
+		r->fn(rc, rc ? NULL : resp.data ? resp.data : "", rc ? 0 : resp.len, why, r->arg);
+		free(resp.data);
 	}
-	p->busy = true;
-	return 0;
 }
 
-void cw_kv_probe_free(struct cw_kv_probe *p)
+int cw_kv_req_start(struct cw_kv_req *r, const char *path, const char *body, long timeout_ms,
+		    cw_kv_req_fn fn, void *arg)
 {
-	if (!p)
+	char *p, *b;
+
+	if (r->busy)
+		return -EBUSY;
+	p = strdup(path);
+	b = strdup(body);
+	if (!p || !b) {
+		free(p);
+		free(b);
+		return -ENOMEM;
+	}
+	free(r->path);
+	free(r->body);
+	r->path = p;
+	r->body = b;
+	r->timeout_ms = timeout_ms;
+	r->retried = false;
+	r->fn = fn;
+	r->arg = arg;
+	return req_send(r);
+}
+
+bool cw_kv_req_busy(const struct cw_kv_req *r)
+{
+	return r && r->busy;
+}
+
+void cw_kv_req_free(struct cw_kv_req *r)
+{
+	if (!r)
 		return;
-	if (p->busy)
-		cw_loop_curl_remove(p->loop, p->easy);
-	curl_slist_free_all(p->hdrs);
-	curl_easy_cleanup(p->easy);
-	free(p->resp.data);
-	free(p);
+	if (r->busy)
+		cw_loop_curl_remove(r->loop, r->easy);
+	curl_slist_free_all(r->hdrs);
+	curl_easy_cleanup(r->easy);
+	free(r->resp.data);
+	free(r->path);
+	free(r->body);
+	free(r);
 }

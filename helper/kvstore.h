@@ -72,7 +72,8 @@ int cw_kv_lease_revoke(struct cw_kv *kv, int64_t id);
  * for a POST of @body to @path on the current endpoint (authenticating
  * first, blocking, when there is no token yet); the caller frees *hdrs
  * after the transfer.  After a failed stream, cw_kv_stream_failed() moves
- * to the next endpoint, or only drops the token when etcd refused it.
+ * to the next endpoint (keeping the token: etcd refuses it if it is no
+ * good there), or only drops the token when etcd refused it.
  */
 int cw_kv_stream_setup(struct cw_kv *kv, CURL *easy, const char *path, const char *body,
 		       struct curl_slist **hdrs);
@@ -80,22 +81,28 @@ void cw_kv_stream_failed(struct cw_kv *kv, bool token_refused);
 const char *cw_kv_endpoint(const struct cw_kv *kv);
 
 /*
- * Liveness of the store, without blocking the loop: one linearizable read
- * of a key on the loop's curl multi handle, bounded by a timeout.  An etcd
- * that accepts connections but never answers (stopped, wedged, without
- * quorum) keeps its watch streams open and silent, which only this shows.
- * @fn gets 0 when etcd answered the read (whether the key exists or not),
- * else a negative errno with @why naming the failure.  One probe in flight
- * per object; cw_kv_probe_start returns -EBUSY meanwhile.
+ * One request at a time on the loop's curl multi handle, not blocking it:
+ * POST @body to @path on the current endpoint within @timeout_ms.  @fn
+ * gets 0 with the answer (HTTP 200), -EPROTO or -EACCES (etcd's error, in
+ * @why), -ETIMEDOUT or -EHOSTUNREACH (transport; the client moves to its
+ * next endpoint for what follows).  A refused token is renewed and the
+ * request sent once more.  Authentication itself, when there is no token
+ * yet, is the one blocking step, as for watches.  -EBUSY while one is out.
+ *
+ * A read of a key this way (cw_kvp_range_req, count only) is the store's
+ * liveness probe: an etcd that accepts connections but never answers
+ * (stopped, wedged, without quorum) keeps its watch streams open and
+ * silent, which only such a read shows.
  */
 struct cw_loop;
-struct cw_kv_probe;
-typedef void (*cw_kv_probe_fn)(int rc, const char *why, void *arg);
+struct cw_kv_req;
+typedef void (*cw_kv_req_fn)(int rc, const char *body, size_t len, const char *why, void *arg);
 
-int cw_kv_probe_new(struct cw_loop *loop, struct cw_kv *kv, struct cw_kv_probe **out);
-int cw_kv_probe_start(struct cw_kv_probe *p, const char *key, long timeout_ms, cw_kv_probe_fn fn,
-		      void *arg);
-/* Aborts a probe in flight (its callback is not called).  NULL-safe. */
-void cw_kv_probe_free(struct cw_kv_probe *p);
+int cw_kv_req_new(struct cw_loop *loop, struct cw_kv *kv, struct cw_kv_req **out);
+int cw_kv_req_start(struct cw_kv_req *r, const char *path, const char *body, long timeout_ms,
+		    cw_kv_req_fn fn, void *arg);
+bool cw_kv_req_busy(const struct cw_kv_req *r);
+/* Aborts a request in flight (its callback is not called).  NULL-safe. */
+void cw_kv_req_free(struct cw_kv_req *r);
 
 #endif

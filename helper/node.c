@@ -438,37 +438,103 @@ static void republish_all(struct cw_node *n)
 
 /* --- the lease -------------------------------------------------------------- */
 
+/*
+ * Keepalives and grants go out on the loop (cw_kv_req), so an etcd that
+ * stopped answering costs the loop nothing; the lease timer fires every
+ * third of the TTL and skips a turn while the last request is still out.
+ */
+static void lease_grant(struct cw_node *n);
+
+/* Answered before the next keepalive is due, and never later than 5 s. */
+static long lease_req_timeout(const struct cw_node *n)
+{
+	long third = (long)n->o.lease_ttl * 1000 / 3;
+
+	return third < 5000 ? third : 5000;
+}
+
+static void on_granted(int rc, const char *body, size_t len, const char *why, void *arg)
+{
+	struct cw_node *n = arg;
+	int64_t id = 0, ttl = 0;
+	char err[256];
+
+	if (!rc && cw_kvp_parse_lease(body, len, &id, &ttl, err, sizeof(err))) {
+		rc = -EPROTO;
+		why = err;
+	}
+	if (!rc && id <= 0) {
+		rc = -EPROTO;
+		why = "lease grant answered without an id";
+	}
+	if (rc) {
+		cw_node_error(n, "etcd: lease grant: %s", why);
+		return;
+	}
+	n->lease = id;
+	pr_info("etcd: lease %" PRId64 " granted (TTL %d s)", n->lease, n->o.lease_ttl);
+	republish_all(n);
+}
+
+static void on_kept_alive(int rc, const char *body, size_t len, const char *why, void *arg)
+{
+	struct cw_node *n = arg;
+	int64_t id = 0, ttl = 0;
+	char err[256];
+
+	if (!rc && cw_kvp_parse_lease(body, len, &id, &ttl, err, sizeof(err))) {
+		rc = -EPROTO;
+		why = err;
+	}
+	if (rc) {
+		cw_node_error(n, "etcd: lease keepalive: %s", why);
+		return;
+	}
+	if (ttl > 0) {
+		/* etcd answers again: an error about reaching it is history. */
+		if (strncmp(n->last_error, "etcd: lease", 11) == 0)
+			n->last_error[0] = '\0';
+		return;
+	}
+	pr_warn("etcd: lease %" PRId64 " expired; granting a new one and republishing", n->lease);
+	n->lease = 0;
+	lease_grant(n);
+}
+
+static void lease_grant(struct cw_node *n)
+{
+	char *body = cw_kvp_lease_grant_req(n->o.lease_ttl);
+	int rc = body ? cw_kv_req_start(n->lease_req, "/v3/lease/grant", body, lease_req_timeout(n),
+					on_granted, n) : -ENOMEM;
+
+	free(body);
+	if (rc && rc != -EBUSY)
+		cw_node_error(n, "etcd: lease grant: %s", cw_kv_error(n->kv)[0] ?
+			      cw_kv_error(n->kv) : strerror(-rc));
+}
+
 static void on_lease(struct cw_loop *loop, void *arg)
 {
 	struct cw_node *n = arg;
-	int64_t ttl = 0;
+	char *body;
 	int rc;
 
 	(void)loop;
-	if (n->lease) {
-		rc = cw_kv_lease_keepalive(n->kv, n->lease, &ttl);
-		if (rc == 0) {
-			/* etcd answers again: an error about reaching it is history. */
-			if (strncmp(n->last_error, "etcd: lease", 11) == 0)
-				n->last_error[0] = '\0';
-			return;
-		}
-		if (rc != -ENOENT) {
-			cw_node_error(n, "etcd: lease keepalive: %s", cw_kv_error(n->kv));
-			return;
-		}
-		pr_warn("etcd: lease %" PRId64 " expired; granting a new one and republishing",
-			n->lease);
-		n->lease = 0;
-	}
-	rc = cw_kv_lease_grant(n->kv, n->o.lease_ttl, &n->lease);
-	if (rc) {
-		n->lease = 0;
-		cw_node_error(n, "etcd: lease grant: %s", cw_kv_error(n->kv));
+	if (!n->lease_req && cw_kv_req_new(n->loop, n->kv, &n->lease_req))
+		return;
+	if (cw_kv_req_busy(n->lease_req))
+		return; /* the last one has not been answered yet */
+	if (!n->lease) {
+		lease_grant(n);
 		return;
 	}
-	pr_info("etcd: lease %" PRId64 " granted (TTL %d s)", n->lease, n->o.lease_ttl);
-	republish_all(n);
+	body = cw_kvp_lease_id_req(n->lease);
+	rc = body ? cw_kv_req_start(n->lease_req, "/v3/lease/keepalive", body,
+				    lease_req_timeout(n), on_kept_alive, n) : -ENOMEM;
+	free(body);
+	if (rc)
+		cw_node_error(n, "etcd: lease keepalive: %s", cw_kv_error(n->kv)[0] ?
+			      cw_kv_error(n->kv) : strerror(-rc));
 }
 
 /* --- endpoints (the plugin's state files) ------------------------------------ */
@@ -1005,6 +1071,7 @@ static void node_free(struct cw_node *n)
 	cw_kv_watch_free(n->w_nodes);
 	cw_kv_watch_free(n->w_ips);
 	cw_kv_watch_free(n->w_ids);
+	cw_kv_req_free(n->lease_req);
 	cw_kv_free(n->kv);
 	cw_etcd_conf_clear(&n->etcd_conf);
 	cw_timer_del(n->t_lease);

@@ -109,7 +109,7 @@ struct cw_remote {
 	 * keeps its streams open but answers nothing (stopped, wedged, no
 	 * quorum) shows only here.  probe_why is "" while it answers.
 	 */
-	struct cw_kv_probe *probe;
+	struct cw_kv_req *probe;
 	int64_t probe_ms;             /* when the last probe started */
 	char probe_why[256];
 	char overlap[256], overlap_new[256];  /* a PodCIDR overlap found by the last reconcile */
@@ -170,6 +170,7 @@ struct cw_node {
 	struct cw_kv_watch *w_nodes, *w_ips, *w_ids;
 	int64_t lease;
 	struct cw_timer *t_lease, *t_publish, *t_reconcile;
+	struct cw_kv_req *lease_req;  /* keepalives and grants, on the loop */
 	unsigned int publish_attempt;
 	bool node_published;
 	int64_t last_publish_ms;

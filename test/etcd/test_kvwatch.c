@@ -194,43 +194,47 @@ static void test_follow_restart_compact(void **state)
 	cw_kv_free(writer);
 }
 
-/* --- the liveness probe ------------------------------------------------------------- */
+/* --- requests on the loop ------------------------------------------------------------ */
 
-struct probe_run {
+struct req_run {
 	struct cw_loop *loop;
 	int rc;
-	char why[384];
+	char why[512], body[1024];
 	bool done;
-	unsigned int ticks;          /* of a 20 ms timer while the probe was out */
+	unsigned int ticks;          /* of a 20 ms timer while the request was out */
 };
 
-static void probe_cb(int rc, const char *why, void *arg)
+static void req_cb(int rc, const char *body, size_t len, const char *why, void *arg)
 {
-	struct probe_run *p = arg;
+	struct req_run *p = arg;
 
 	p->rc = rc;
 	snprintf(p->why, sizeof(p->why), "%s", why);
+	snprintf(p->body, sizeof(p->body), "%.*s", (int)(len < 1000 ? len : 1000), body ? body : "");
 	p->done = true;
 	cw_loop_stop(p->loop);
 }
 
 static void tick(struct cw_loop *loop, void *arg)
 {
-	struct probe_run *p = arg;
+	struct req_run *p = arg;
 
 	p->ticks++;
 	if (p->ticks > 500) /* 10 s: give up */
 		cw_loop_stop(loop);
 }
 
-static void run_probe(struct cw_kv_probe *pr, struct probe_run *p, long timeout_ms)
+static void run_req(struct cw_kv_req *r, struct req_run *p, const char *path, char *body,
+		    long timeout_ms)
 {
 	struct cw_timer *t;
 
+	assert_non_null(body);
 	p->done = false;
 	p->ticks = 0;
-	assert_int_equal(cw_kv_probe_start(pr, "cilium/.heartbeat", timeout_ms, probe_cb, p), 0);
-	assert_int_equal(cw_kv_probe_start(pr, "cilium/.heartbeat", timeout_ms, probe_cb, p), -EBUSY);
+	assert_int_equal(cw_kv_req_start(r, path, body, timeout_ms, req_cb, p), 0);
+	assert_int_equal(cw_kv_req_start(r, path, body, timeout_ms, req_cb, p), -EBUSY);
+	free(body);
 	assert_int_equal(cw_timer_add(p->loop, 20, 20, tick, p, &t), 0);
 	cw_loop_run(p->loop);
 	cw_timer_del(t);
@@ -238,14 +242,18 @@ static void run_probe(struct cw_kv_probe *pr, struct probe_run *p, long timeout_
 }
 
 /*
- * A frozen etcd (SIGSTOP) accepts connections and answers nothing: the
- * probe says so after its timeout, and the loop kept running meanwhile.
+ * Requests on the loop: a put and a read answer; a frozen etcd (SIGSTOP)
+ * accepts connections and answers nothing, which the request says after
+ * its timeout while the loop kept running; a token that expired meanwhile
+ * (the fixture's --auth-token-ttl is 2 s) is renewed without the caller
+ * seeing it.
  */
-static void test_probe_frozen_etcd(void **state)
+static void test_requests_on_the_loop(void **state)
 {
 	struct cw_kv *kv = client();
-	struct probe_run p = { 0 };
-	struct cw_kv_probe *pr;
+	struct req_run p = { 0 };
+	struct cw_kv_req *r;
+	struct cw_kv_pair got = { 0 };
 	char path[512];
 	FILE *f;
 	pid_t pid = 0;
@@ -258,22 +266,33 @@ static void test_probe_frozen_etcd(void **state)
 	assert_int_equal(fscanf(f, "%d", &pid), 1);
 	fclose(f);
 	assert_int_equal(cw_loop_new(&p.loop), 0);
-	assert_int_equal(cw_kv_probe_new(p.loop, kv, &pr), 0);
-	run_probe(pr, &p, 2000);
+	assert_int_equal(cw_kv_req_new(p.loop, kv, &r), 0);
+
+	run_req(r, &p, "/v3/kv/put", cw_kvp_put_req("cilium/wt/req", "v1", 2, 0), 2000);
 	assert_int_equal(p.rc, 0);
 	assert_string_equal(p.why, "");
+	assert_int_equal(cw_kv_get(kv, "cilium/wt/req", &got), 0);
+	assert_string_equal(got.value, "v1");
+	cw_kv_pair_clear(&got);
+
+	/* idle past the token's TTL: the next request renews it by itself */
+	sleep(3);
+	run_req(r, &p, "/v3/kv/range", cw_kvp_range_req("cilium/wt/req", NULL, 1, 0, true), 2000);
+	assert_int_equal(p.rc, 0);
+	assert_non_null(strstr(p.body, "\"count\":\"1\""));
 
 	assert_int_equal(kill(pid, SIGSTOP), 0);
-	run_probe(pr, &p, 1000);
+	run_req(r, &p, "/v3/kv/range", cw_kvp_range_req("cilium/wt/req", NULL, 1, 0, true), 1000);
 	kill(pid, SIGCONT);
 	assert_int_equal(p.rc, -ETIMEDOUT);
-	assert_non_null(strstr(p.why, "read of the store"));
+	assert_non_null(strstr(p.why, "/v3/kv/range"));
 	/* ~1 s of 20 ms ticks: the loop was not held */
 	assert_true(p.ticks >= 25);
 
-	run_probe(pr, &p, 5000);
+	run_req(r, &p, "/v3/kv/range", cw_kvp_range_req("cilium/wt/req", NULL, 1, 0, true), 5000);
 	assert_int_equal(p.rc, 0);
-	cw_kv_probe_free(pr);
+	cw_kv_delete(kv, "cilium/wt/req", false);
+	cw_kv_req_free(r);
 	cw_loop_free(p.loop);
 	cw_kv_free(kv);
 }
@@ -282,7 +301,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_follow_restart_compact),
-		cmocka_unit_test(test_probe_frozen_etcd),
+		cmocka_unit_test(test_requests_on_the_loop),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

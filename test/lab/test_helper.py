@@ -760,6 +760,35 @@ def test_status_error_clears_after_etcd_recovers(shared):
     assert all("Last error" not in n.helper("status").stdout for n in h.nodes)
 
 
+def test_frozen_etcd_does_not_hold_the_helper(shared):
+    """The local etcd frozen (SIGSTOP: it accepts connections and answers nothing): every
+    helper's socket keeps answering at once while its lease keepalives time out on the loop
+    (they are requests on the curl multi handle, not blocking calls), status says so, and
+    the error clears once etcd answers again.  (Publishing new records still blocks;
+    nothing is published here.)"""
+    h = shared
+    h.wait(lambda: all(h.healthy(n) for n in h.nodes), 30, "every helper synced")
+    pid = int((Path(h.etcd_dir) / "etcd.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGSTOP)
+    worst = 0.0
+    try:
+        end = time.monotonic() + 2 * LEASE_TTL / 3 + 3
+        while time.monotonic() < end:
+            for n in h.nodes:
+                t = time.monotonic()
+                n.status()
+                worst = max(worst, time.monotonic() - t)
+        errors = {n.name: n.status()["lastError"] for n in h.nodes}
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    print(f"slowest status answer while etcd was frozen: {worst * 1000:.0f} ms")
+    assert worst < 0.5, f"a status answer took {worst:.2f} s while etcd was frozen"
+    assert all("lease keepalive" in e and "/v3/lease/keepalive" in e for e in errors.values()), errors
+    wait_until(lambda: all(n.status()["lastError"] == "" for n in h.nodes), 2 * LEASE_TTL / 3 + 6,
+               "lastError to clear", diag=lambda: "\n".join(f"{n.name}: {n.status()['lastError']!r}"
+                                                            for n in h.nodes))
+
+
 def test_bad_records_change_nothing(shared):
     """Malformed, mismatched and out-of-range records (as causeway-local) are dropped by every
     node, counted and logged; a valid record put after them still arrives, and goes again."""
