@@ -21,6 +21,8 @@
 #define RETRY_CAP_MS 30000
 /* The published set is checked against etcd this often (keys removed by hand, a restored etcd). */
 #define RESYNC_MS (5 * 60 * 1000)
+/* a periodic put must be answered within this, or it is tried at its next turn */
+#define KV_REQ_TIMEOUT_MS 5000
 
 /* One key this process wants in, or knows to be in, etcd. */
 struct rec {
@@ -38,6 +40,7 @@ struct meshapi {
 	struct cw_kv *kv;
 	struct cw_loop *loop;
 	struct cw_timer *t_config, *t_heartbeat, *t_gc, *t_publish, *t_resync;
+	struct cw_kv_req *req_config, *req_heartbeat;
 	bool config_written;
 
 	struct cw_k8s *k8s;
@@ -61,24 +64,71 @@ struct meshapi {
 
 static void publish_soon(struct meshapi *m);
 
-static void on_config(struct cw_loop *loop, void *arg)
+/*
+ * cluster-config and the heartbeat are periodic single puts: they go out on
+ * the loop (cw_kv_req), so an etcd that stopped answering holds nothing up.
+ */
+static void config_kv(const struct meshapi *m, char *key, size_t klen, char *val, size_t vlen)
+{
+	snprintf(key, klen, CW_KEY_CLUSTER_CONFIG "%s", m->o->cluster);
+	snprintf(val, vlen,
+		 "{\"id\":%u,\"capabilities\":{\"syncedCanaries\":true,\"maxConnectedClusters\":255}}",
+		 m->o->cluster_id);
+}
+
+/* Starts a put of @key on *@req (made on first use); 0, -EBUSY while one is out, or the error. */
+static int put_async(struct meshapi *m, struct cw_kv_req **req, const char *key, const char *val,
+		     cw_kv_req_fn fn)
+{
+	char *body;
+	int rc;
+
+	if (!*req && cw_kv_req_new(m->loop, m->kv, req))
+		return -ENOMEM;
+	body = cw_kvp_put_req(key, val, strlen(val), 0);
+	rc = body ? cw_kv_req_start(*req, "/v3/kv/put", body, KV_REQ_TIMEOUT_MS, fn, m) : -ENOMEM;
+	free(body);
+	if (rc && rc != -EBUSY)
+		pr_warn("mesh-apiserver: cannot write %s: %s", key,
+			cw_kv_error(m->kv)[0] ? cw_kv_error(m->kv) : strerror(-rc));
+	return rc;
+}
+
+static void on_config_written(int rc, const char *body, size_t len, const char *why, void *arg)
 {
 	struct meshapi *m = arg;
 	char key[128], val[160];
 
-	(void)loop;
-	snprintf(key, sizeof(key), CW_KEY_CLUSTER_CONFIG "%s", m->o->cluster);
-	snprintf(val, sizeof(val),
-		 "{\"id\":%u,\"capabilities\":{\"syncedCanaries\":true,\"maxConnectedClusters\":255}}",
-		 m->o->cluster_id);
-	if (cw_kv_put(m->kv, key, val, strlen(val), 0)) {
-		pr_warn("mesh-apiserver: cannot write %s: %s", key, cw_kv_error(m->kv));
+	(void)body;
+	(void)len;
+	config_kv(m, key, sizeof(key), val, sizeof(val));
+	if (rc) {
+		pr_warn("mesh-apiserver: cannot write %s: %s", key, why);
 		return; /* periodic: tried again */
 	}
 	pr_info("mesh-apiserver: wrote %s = %s", key, val);
 	m->config_written = true;
 	cw_timer_disarm(m->t_config);
 	publish_soon(m); /* the nodes, ip and identities canaries may go now */
+}
+
+static void on_config(struct cw_loop *loop, void *arg)
+{
+	struct meshapi *m = arg;
+	char key[128], val[160];
+
+	(void)loop;
+	config_kv(m, key, sizeof(key), val, sizeof(val));
+	put_async(m, &m->req_config, key, val, on_config_written);
+}
+
+static void on_heartbeat_written(int rc, const char *body, size_t len, const char *why, void *arg)
+{
+	(void)body;
+	(void)len;
+	(void)arg;
+	if (rc)
+		pr_warn("mesh-apiserver: heartbeat: %s", why);
 }
 
 static void on_heartbeat(struct cw_loop *loop, void *arg)
@@ -91,8 +141,7 @@ static void on_heartbeat(struct cw_loop *loop, void *arg)
 	(void)loop;
 	gmtime_r(&t, &tm);
 	strftime(now, sizeof(now), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	if (cw_kv_put(m->kv, CW_KEY_HEARTBEAT, now, strlen(now), 0))
-		pr_warn("mesh-apiserver: heartbeat: %s", cw_kv_error(m->kv));
+	put_async(m, &m->req_heartbeat, CW_KEY_HEARTBEAT, now, on_heartbeat_written);
 }
 
 struct gc_scan {
@@ -663,6 +712,8 @@ int cw_meshapi_main(const struct cw_meshapi_opts *o)
 	cw_k8s_free(m.k8s);
 	recs_clear(&m.published);
 	free(m.suspects);
+	cw_kv_req_free(m.req_config);
+	cw_kv_req_free(m.req_heartbeat);
 	cw_loop_free(loop);
 	cw_kv_free(m.kv);
 	cw_etcd_conf_clear(&conf);
