@@ -34,6 +34,8 @@
 #include "services.h"
 
 #define PUBLISH_BACKOFF_BASE_MS 200
+/* One publication request's answer; past it the pass starts over after a backoff. */
+#define PUBLISH_REQ_TIMEOUT_MS 5000
 #define PUBLISH_BACKOFF_CAP_MS 10000
 #define CW_CT_GC_PERIOD_MS 30000
 /* A full reconcile now and then puts back what someone removed behind our back. */
@@ -298,6 +300,30 @@ static void ip_key(struct in_addr ip, char *buf, size_t len)
 	snprintf(buf, len, CW_KEY_IPS "%s", a);
 }
 
+/*
+ * Publication runs one etcd request at a time on the loop (n->pub_req):
+ * each answer records what it achieved and asks for the next step.  What
+ * an answer refers to is kept by value in n->pub_op, never as a pointer:
+ * meanwhile the pod may have gone, its IP been taken by another pod, or
+ * the lease been replaced.  Identity allocation (rare: a new label set)
+ * still calls etcd directly.
+ */
+static void pub_done(int rc, const char *body, size_t len, const char *why, void *arg);
+
+static int pub_put(struct cw_node *n, const char *key, const char *val)
+{
+	char *body = cw_kvp_put_req(key, val, strlen(val), n->lease);
+	int rc;
+
+	if (!body)
+		return -ENOMEM;
+	snprintf(n->pub_op.key, sizeof(n->pub_op.key), "%s", key);
+	n->pub_op.lease = n->lease;
+	rc = cw_kv_req_start(n->pub_req, "/v3/kv/put", body, PUBLISH_REQ_TIMEOUT_MS, pub_done, n);
+	free(body);
+	return rc;
+}
+
 static int publish_node(struct cw_node *n)
 {
 	struct cw_node_rec r = { .cluster_id = n->o.cluster_id, .internal_ip = n->node_ip,
@@ -312,10 +338,9 @@ static int publish_node(struct cw_node *n)
 	if (!val)
 		return -ENOMEM;
 	snprintf(key, sizeof(key), CW_KEY_NODES "%s/%s", n->o.cluster, n->o.node_name);
-	rc = cw_kv_put(n->kv, key, val, strlen(val), n->lease);
+	n->pub_op.kind = CW_PUB_NODE;
+	rc = pub_put(n, key, val);
 	free(val);
-	if (rc == 0)
-		pr_info("published node %s (%s)", key, n->pod_cidr.len ? "with PodCIDR" : "no PodCIDR");
 	return rc;
 }
 
@@ -365,11 +390,86 @@ static int publish_ep(struct cw_node *n, struct cw_local_ep *ep)
 	if (!val)
 		return -ENOMEM;
 	ip_key(ep->st.ip, key, sizeof(key));
-	rc = cw_kv_put(n->kv, key, val, strlen(val), n->lease);
+	n->pub_op.kind = CW_PUB_EP;
+	n->pub_op.ip = ep->st.ip;
+	n->pub_op.identity = ep->identity;
+	snprintf(n->pub_op.cid, sizeof(n->pub_op.cid), "%s", ep->st.container_id);
+	snprintf(n->pub_op.ifname, sizeof(n->pub_op.ifname), "%s", ep->st.ifname);
+	rc = pub_put(n, key, val);
 	free(val);
-	if (rc == 0)
-		ep->published = true;
 	return rc;
+}
+
+static struct cw_local_ep *ep_find(struct cw_node *n, const char *cid, const char *ifname);
+
+static bool ip_in_use(struct cw_node *n, struct in_addr ip)
+{
+	for (struct cw_local_ep *e = n->eps; e; e = e->next)
+		if (e->st.ip.s_addr == ip.s_addr)
+			return true;
+	return false;
+}
+
+static void queue_withdraw(struct cw_node *n, struct in_addr ip);
+
+static void pub_done(int rc, const char *body, size_t len, const char *why, void *arg)
+{
+	struct cw_node *n = arg;
+	struct cw_pub_op *op = &n->pub_op;
+	struct cw_local_ep *ep;
+	char a[16];
+
+	(void)body;
+	(void)len;
+	if (rc) {
+		switch (op->kind) {
+		case CW_PUB_WITHDRAW:
+			cw_node_error(n, "etcd: cannot withdraw %s: %s", op->key, why);
+			break;
+		case CW_PUB_NODE:
+			cw_node_error(n, "etcd: cannot publish node: %s", why);
+			break;
+		case CW_PUB_EP:
+			cw_addr4_str(op->ip, a);
+			cw_node_error(n, "etcd: cannot publish endpoint %s: %s", a, why);
+			break;
+		}
+		publish_retry(n);
+		return;
+	}
+	switch (op->kind) {
+	case CW_PUB_WITHDRAW:
+		/* new withdrawals go to the head: this one is wherever it is now */
+		for (struct cw_withdraw **p = &n->withdraw; *p; p = &(*p)->next)
+			if (strcmp((*p)->key, op->key) == 0) {
+				struct cw_withdraw *w = *p;
+
+				*p = w->next;
+				free(w);
+				break;
+			}
+		break;
+	case CW_PUB_NODE:
+		/* bound to a lease since replaced: republish_all asked again */
+		if (op->lease == n->lease) {
+			n->node_published = true;
+			pr_info("published node %s (%s)", op->key,
+				n->pod_cidr.len ? "with PodCIDR" : "no PodCIDR");
+		}
+		break;
+	case CW_PUB_EP:
+		ep = ep_find(n, op->cid, op->ifname);
+		if (ep && ep->st.ip.s_addr == op->ip.s_addr) {
+			/* a relabel meanwhile (identity changed) publishes again */
+			if (op->lease == n->lease && ep->identity == op->identity)
+				ep->published = true;
+		} else if (!ip_in_use(n, op->ip)) {
+			/* the pod went while its record was on its way: take it back */
+			queue_withdraw(n, op->ip);
+		}
+		break;
+	}
+	cw_timer_arm(n->t_publish, 0);
 }
 
 static void on_publish(struct cw_loop *loop, void *arg)
@@ -381,26 +481,32 @@ static void on_publish(struct cw_loop *loop, void *arg)
 	(void)loop;
 	if (!n->lease || !n->node_ip.s_addr)
 		return; /* the lease timer or the Node informer calls again */
-	while (n->withdraw) {
-		struct cw_withdraw *w = n->withdraw;
+	if (!n->pub_req && cw_kv_req_new(n->loop, n->kv, &n->pub_req))
+		return;
+	if (cw_kv_req_busy(n->pub_req))
+		return; /* its answer asks for the next step */
+	if (n->withdraw) {
+		char *body = cw_kvp_delete_req(n->withdraw->key, NULL);
 
-		rc = cw_kv_delete(n->kv, w->key, false);
+		n->pub_op.kind = CW_PUB_WITHDRAW;
+		snprintf(n->pub_op.key, sizeof(n->pub_op.key), "%s", n->withdraw->key);
+		rc = body ? cw_kv_req_start(n->pub_req, "/v3/kv/deleterange", body,
+					    PUBLISH_REQ_TIMEOUT_MS, pub_done, n) : -ENOMEM;
+		free(body);
 		if (rc) {
-			cw_node_error(n, "etcd: cannot withdraw %s: %s", w->key, cw_kv_error(n->kv));
+			cw_node_error(n, "etcd: cannot withdraw %s: %s", n->withdraw->key,
+				      cw_kv_error(n->kv));
 			publish_retry(n);
-			return;
 		}
-		n->withdraw = w->next;
-		free(w);
+		return;
 	}
 	if (!n->node_published) {
 		rc = publish_node(n);
 		if (rc) {
 			cw_node_error(n, "etcd: cannot publish node: %s", cw_kv_error(n->kv));
 			publish_retry(n);
-			return;
 		}
-		n->node_published = true;
+		return;
 	}
 	for (struct cw_local_ep *ep = n->eps; ep; ep = ep->next) {
 		if (ep->published)
@@ -417,8 +523,8 @@ static void on_publish(struct cw_loop *loop, void *arg)
 			cw_node_error(n, "etcd: cannot publish endpoint %s (%s/%s): %s", a,
 				      ep->st.pod_namespace, ep->st.pod_name, cw_kv_error(n->kv));
 			publish_retry(n);
-			return;
 		}
+		return; /* one request at a time: its answer asks for the next */
 	}
 	n->publish_attempt = 0;
 	n->last_publish_ms = cw_loop_now_ms();
@@ -1072,6 +1178,7 @@ static void node_free(struct cw_node *n)
 	cw_kv_watch_free(n->w_ips);
 	cw_kv_watch_free(n->w_ids);
 	cw_kv_req_free(n->lease_req);
+	cw_kv_req_free(n->pub_req);
 	cw_kv_free(n->kv);
 	cw_etcd_conf_clear(&n->etcd_conf);
 	cw_timer_del(n->t_lease);

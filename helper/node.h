@@ -146,6 +146,18 @@ struct cw_withdraw {
 	struct cw_withdraw *next;
 };
 
+/* The publication request in flight (node.c): what its answer refers to, by value. */
+enum cw_pub_kind { CW_PUB_WITHDRAW, CW_PUB_NODE, CW_PUB_EP };
+
+struct cw_pub_op {
+	enum cw_pub_kind kind;
+	char key[512];
+	int64_t lease;                /* the put's lease */
+	struct in_addr ip;            /* CW_PUB_EP: the endpoint, found again by */
+	char cid[256], ifname[16];    /* ... its container and interface */
+	uint32_t identity;            /* the identity the record carries */
+};
+
 struct cw_node_counters {
 	uint64_t invalid_records;     /* dropped by validation */
 	uint64_t reconciles;
@@ -171,6 +183,8 @@ struct cw_node {
 	int64_t lease;
 	struct cw_timer *t_lease, *t_publish, *t_reconcile;
 	struct cw_kv_req *lease_req;  /* keepalives and grants, on the loop */
+	struct cw_kv_req *pub_req;    /* record publication, one request at a time */
+	struct cw_pub_op pub_op;
 	unsigned int publish_attempt;
 	bool node_published;
 	int64_t last_publish_ms;

@@ -762,16 +762,24 @@ def test_status_error_clears_after_etcd_recovers(shared):
 
 def test_frozen_etcd_does_not_hold_the_helper(shared):
     """The local etcd frozen (SIGSTOP: it accepts connections and answers nothing): every
-    helper's socket keeps answering at once while its lease keepalives time out on the loop
-    (they are requests on the curl multi handle, not blocking calls), status says so, and
-    the error clears once etcd answers again.  (Publishing new records still blocks;
-    nothing is published here.)"""
+    helper's socket keeps answering at once while its lease keepalives time out on the loop,
+    and while node1 withdraws the record of a pod deleted meanwhile (requests on the curl
+    multi handle, not blocking calls); status says so; once etcd answers again the error
+    clears and the withdrawal lands, the other pod of the same labels keeping its record.
+    (Allocating a new identity still blocks; nothing new is allocated here.)"""
     h = shared
-    h.wait(lambda: all(h.healthy(n) for n in h.nodes), 30, "every helper synced")
+    node1 = h.nodes[0]
+    for name in ("fz1", "fz2"):
+        h.add_pod(name, node1.name, {"app": "frozen"})
+    pods = h.wait_pods(["fz1", "fz2"])
+    h.wait(lambda: h.settled(pods), 30, "the two pods published")
+    gone = K_IPS + pods["fz1"]["status"]["podIP"]
+    kept = K_IPS + pods["fz2"]["status"]["podIP"]
     pid = int((Path(h.etcd_dir) / "etcd.pid").read_text().split()[0])
     os.kill(pid, signal.SIGSTOP)
     worst = 0.0
     try:
+        h.kube.delete("/api/v1/namespaces/default/pods/fz1")
         end = time.monotonic() + 2 * LEASE_TTL / 3 + 3
         while time.monotonic() < end:
             for n in h.nodes:
@@ -779,14 +787,19 @@ def test_frozen_etcd_does_not_hold_the_helper(shared):
                 n.status()
                 worst = max(worst, time.monotonic() - t)
         errors = {n.name: n.status()["lastError"] for n in h.nodes}
+        still = set(node1.endpoints())
     finally:
         os.kill(pid, signal.SIGCONT)
     print(f"slowest status answer while etcd was frozen: {worst * 1000:.0f} ms")
     assert worst < 0.5, f"a status answer took {worst:.2f} s while etcd was frozen"
-    assert all("lease keepalive" in e and "/v3/lease/keepalive" in e for e in errors.values()), errors
+    assert all("/v3/lease/keepalive" in e or "/v3/kv/deleterange" in e for e in errors.values()), errors
+    assert "fz1" not in still, f"fz1 still an endpoint of node1 after its deletion: {sorted(still)}"
+    h.wait(lambda: gone not in h.etcd_get(K_IPS), 15, "fz1's record withdrawn once etcd answers")
+    assert kept in h.etcd_get(K_IPS), "fz2's record went too"
     wait_until(lambda: all(n.status()["lastError"] == "" for n in h.nodes), 2 * LEASE_TTL / 3 + 6,
                "lastError to clear", diag=lambda: "\n".join(f"{n.name}: {n.status()['lastError']!r}"
                                                             for n in h.nodes))
+    h.kube.delete("/api/v1/namespaces/default/pods/fz2")
 
 
 def test_bad_records_change_nothing(shared):
