@@ -319,6 +319,7 @@ static int pub_put(struct cw_node *n, const char *key, const char *val)
 		return -ENOMEM;
 	snprintf(n->pub_op.key, sizeof(n->pub_op.key), "%s", key);
 	n->pub_op.lease = n->lease;
+	n->pub_op.gen = n->pub_gen;
 	rc = cw_kv_req_start(n->pub_req, "/v3/kv/put", body, PUBLISH_REQ_TIMEOUT_MS, pub_done, n);
 	free(body);
 	return rc;
@@ -450,8 +451,12 @@ static void pub_done(int rc, const char *body, size_t len, const char *why, void
 			}
 		break;
 	case CW_PUB_NODE:
-		/* bound to a lease since replaced: republish_all asked again */
-		if (op->lease == n->lease) {
+		/*
+		 * Bound to a lease since replaced (republish_all asked again), or
+		 * the record changed while this one was out (a PodCIDR learnt):
+		 * what landed is not what is wanted, and the next pass puts it.
+		 */
+		if (op->lease == n->lease && op->gen == n->pub_gen) {
 			n->node_published = true;
 			pr_info("published node %s (%s)", op->key,
 				n->pod_cidr.len ? "with PodCIDR" : "no PodCIDR");
@@ -460,8 +465,9 @@ static void pub_done(int rc, const char *body, size_t len, const char *why, void
 	case CW_PUB_EP:
 		ep = ep_find(n, op->cid, op->ifname);
 		if (ep && ep->st.ip.s_addr == op->ip.s_addr) {
-			/* a relabel meanwhile (identity changed) publishes again */
-			if (op->lease == n->lease && ep->identity == op->identity)
+			/* a relabel or a new lease meanwhile publishes again */
+			if (op->lease == n->lease && op->gen == n->pub_gen &&
+			    ep->identity == op->identity)
 				ep->published = true;
 		} else if (!ip_in_use(n, op->ip)) {
 			/* the pod went while its record was on its way: take it back */
@@ -535,8 +541,10 @@ static void on_publish(struct cw_loop *loop, void *arg)
 static void republish_all(struct cw_node *n)
 {
 	n->node_published = false;
+	n->pub_gen++; /* an answer in flight no longer says all */
 	for (struct cw_local_ep *ep = n->eps; ep; ep = ep->next) {
 		ep->published = false;
+		n->pub_gen++;
 		ep->identity = 0; /* the value/ reference died with the lease */
 	}
 	cw_node_publish_soon(n);
@@ -663,6 +671,7 @@ static int scan_one(const struct cw_endpoint_state *st, void *arg)
 		if (e->st.ip.s_addr != st->ip.s_addr || e->st.host_ifindex != st->host_ifindex) {
 			e->st = *st;
 			e->published = false;
+			n->pub_gen++;
 		}
 		return 0;
 	}
@@ -778,6 +787,7 @@ static void node_identity_known(struct cw_node *n)
 			cw_node_error(n, "cannot write %s/podcidr: %s", n->o.state_dir, strerror(-rc));
 	}
 	n->node_published = false;
+	n->pub_gen++; /* an answer in flight no longer says all */
 	cw_node_publish_soon(n);
 	cw_node_reconcile_soon(n);
 }
@@ -835,6 +845,7 @@ static bool ep_needs_publish(struct cw_node *n, struct cw_local_ep *e)
 			     strcmp(labels, e->labels) == 0))
 		return false;
 	e->published = false;
+	n->pub_gen++;
 	return true;
 }
 
@@ -948,31 +959,35 @@ static int k8s_start(struct cw_node *n)
 		return rc;
 	}
 	snprintf(node_sel, sizeof(node_sel), "metadata.name=%s", n->o.node_name);
-	io = (struct cw_k8s_informer_opts){ "/api/v1/nodes", node_sel, NULL, on_node_obj, NULL, n,
-					    node_keep };
-	rc = cw_k8s_informer_new(n->k8s, &io, &n->i_node);
-	if (rc)
-		return rc;
-	io = (struct cw_k8s_informer_opts){ "/api/v1/namespaces", NULL, NULL, on_namespace,
-					    on_pods_synced, n, labels_keep };
-	rc = cw_k8s_informer_new(n->k8s, &io, &n->i_namespaces);
-	if (rc)
-		return rc;
 	snprintf(pod_sel, sizeof(pod_sel), "spec.nodeName=%s", n->o.node_name);
-	io = (struct cw_k8s_informer_opts){ "/api/v1/pods", pod_sel, NULL, on_pod, on_pods_synced, n,
-					    labels_keep };
-	rc = cw_k8s_informer_new(n->k8s, &io, &n->i_pods);
-	if (rc)
-		return rc;
-	io = (struct cw_k8s_informer_opts){ "/api/v1/services", NULL, NULL, on_service_obj,
-					    on_services_synced, n, cw_svc_k8s_keep };
-	rc = cw_k8s_informer_new(n->k8s, &io, &n->i_services);
-	if (rc)
-		return rc;
-	io = (struct cw_k8s_informer_opts){ "/apis/discovery.k8s.io/v1/endpointslices", NULL, NULL,
-					    on_service_obj, on_services_synced, n,
-					    cw_epslice_k8s_keep };
-	return cw_k8s_informer_new(n->k8s, &io, &n->i_slices);
+	{
+		const struct {
+			const char *path, *field_selector;
+			cw_k8s_handler_fn handler;
+			cw_k8s_synced_fn synced;
+			const char *const *keep;
+			struct cw_k8s_informer **out;
+		} want[] = {
+			{ "/api/v1/nodes", node_sel, on_node_obj, NULL, node_keep, &n->i_node },
+			{ "/api/v1/namespaces", NULL, on_namespace, on_pods_synced, labels_keep,
+			  &n->i_namespaces },
+			{ "/api/v1/pods", pod_sel, on_pod, on_pods_synced, labels_keep, &n->i_pods },
+			{ "/api/v1/services", NULL, on_service_obj, on_services_synced,
+			  cw_svc_k8s_keep, &n->i_services },
+			{ "/apis/discovery.k8s.io/v1/endpointslices", NULL, on_service_obj,
+			  on_services_synced, cw_epslice_k8s_keep, &n->i_slices },
+		};
+
+		for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+			io = (struct cw_k8s_informer_opts){ want[i].path, want[i].field_selector, NULL,
+							    want[i].handler, want[i].synced, n,
+							    want[i].keep };
+			rc = cw_k8s_informer_new(n->k8s, &io, want[i].out);
+			if (rc)
+				return rc;
+		}
+	}
+	return 0;
 }
 
 /* --- mesh store watches -------------------------------------------------------- */
@@ -1059,6 +1074,7 @@ static void on_mesh_del(void *arg, const struct cw_kv_pair *old)
 	snprintf(mine, sizeof(mine), CW_KEY_NODES "%s/%s", n->o.cluster, n->o.node_name);
 	if (strcmp(old->key, mine) == 0 && n->node_published) {
 		n->node_published = false;
+		n->pub_gen++; /* an answer in flight no longer says all */
 		cw_node_publish_soon(n);
 	}
 	if (strncmp(old->key, CW_KEY_IPS, strlen(CW_KEY_IPS)) == 0)
@@ -1068,6 +1084,7 @@ static void on_mesh_del(void *arg, const struct cw_kv_pair *old)
 			ip_key(e->st.ip, k, sizeof(k));
 			if (e->published && strcmp(k, old->key) == 0) {
 				e->published = false;
+				n->pub_gen++;
 				cw_node_publish_soon(n);
 			}
 		}

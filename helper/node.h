@@ -156,6 +156,7 @@ struct cw_pub_op {
 	struct in_addr ip;            /* CW_PUB_EP: the endpoint, found again by */
 	char cid[256], ifname[16];    /* ... its container and interface */
 	uint32_t identity;            /* the identity the record carries */
+	uint64_t gen;                 /* n->pub_gen when it went out */
 };
 
 struct cw_node_counters {
@@ -185,6 +186,7 @@ struct cw_node {
 	struct cw_kv_req *lease_req;  /* keepalives and grants, on the loop */
 	struct cw_kv_req *pub_req;    /* record publication, one request at a time */
 	struct cw_pub_op pub_op;
+	uint64_t pub_gen;             /* bumped whenever something must be published again */
 	unsigned int publish_attempt;
 	bool node_published;
 	int64_t last_publish_ms;

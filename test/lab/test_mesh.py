@@ -119,7 +119,7 @@ def test_step2_scale_cluster2_to_zero_fails_over_to_cluster1(mesh):
     Scaled back, both answer again."""
     m = mesh
     start(m)
-    m.expect({C1: BOTH, C2: BOTH}, n=8, what="step 2, before")
+    m.expect({C1: BOTH, C2: BOTH}, what="step 2, before")
     m.kubectl(C2, "scale", "deployment", "rebel-base", "--replicas=0")
     m.wait_replicas({C2: 0})
     m.expect({C1: {C1}, C2: {C1}}, what="step 2: cluster2 scaled to 0")
@@ -138,7 +138,7 @@ def test_step3_shared_false_keeps_cluster1_backends_home(mesh):
     The annotation removed (KEY-): the record returns and both answer everywhere."""
     m = mesh
     start(m)
-    m.expect({C1: BOTH, C2: BOTH}, n=8, what="step 3, before")
+    m.expect({C1: BOTH, C2: BOTH}, what="step 3, before")
     m.kubectl(C1, "annotate", "service", "rebel-base", f'{SHARED}=false', "--overwrite")
     m.expect({C1: BOTH, C2: {C2}}, what="step 3: shared=false on cluster1")
     m.check_services({C1: {"shared": False}}, what="step 3: shared=false on cluster1")
@@ -158,7 +158,7 @@ def test_step4_affinity_local_then_failover(mesh):
     cluster2.  Scaled back, cluster1 keeps its requests home again."""
     m = mesh
     start(m)
-    m.expect({C1: BOTH, C2: BOTH}, n=8, what="step 4, before")
+    m.expect({C1: BOTH, C2: BOTH}, what="step 4, before")
     m.kubectl(C1, "annotate", "service", "rebel-base", f"{AFFINITY}=local", "--overwrite")
     m.expect({C1: {C1}, C2: BOTH}, what="step 4: affinity=local on cluster1")
     m.check_services({C1: {"affinity": "local"}}, what="step 4: affinity=local on cluster1")
@@ -181,7 +181,7 @@ def test_step5_affinity_remote(mesh):
     cluster1 falls back to its own backends."""
     m = mesh
     start(m)
-    m.expect({C1: BOTH, C2: BOTH}, n=8, what="step 5, before")
+    m.expect({C1: BOTH, C2: BOTH}, what="step 5, before")
     m.kubectl(C1, "annotate", "service", "rebel-base", f"{AFFINITY}=remote", "--overwrite")
     m.expect({C1: {C2}, C2: BOTH}, what="step 5: affinity=remote on cluster1")
     m.check_services({C1: {"affinity": "remote"}}, what="step 5: affinity=remote on cluster1")
@@ -205,7 +205,7 @@ def test_terminating_backends_leave_at_once(mesh):
     and no node balances over them: a backend that is not ready leaves the slots at once."""
     m = mesh
     start(m)
-    m.expect({C1: BOTH, C2: BOTH}, n=8, what="before")
+    m.expect({C1: BOTH, C2: BOTH}, what="before")
     kubelet = next(p for p in m.lab.state()["procs"] if p["role"] == "kubelet" and p["cluster"] == C2)
     cfg = m.lab.dir / C2 / "kubelet" / "config.json"
     doomed = m.rebels(C2)
