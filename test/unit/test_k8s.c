@@ -696,6 +696,58 @@ static void test_config_explicit(void **state)
 	assert_non_null(strstr(err, "missing-token: No such file or directory"));
 }
 
+/*
+ * cw_k8s_slim: keeps the listed subtrees and the object's identity, walks
+ * into every element of a list, drops managedFields and kubectl's copy of
+ * the object, and leaves a malformed value where a path leads through it.
+ */
+static void test_slim(void **state)
+{
+	static const char *const keep[] = { "metadata.labels", "spec.ports.port", "status.conditions",
+					    "spec.nothing.here", NULL };
+	cJSON *o = cJSON_Parse(
+		"{\"apiVersion\":\"v1\",\"kind\":\"Thing\",\"metadata\":{\"name\":\"a\",\"namespace\":\"ns\","
+		"\"resourceVersion\":\"7\",\"uid\":\"u\",\"labels\":{\"app\":\"x\"},"
+		"\"annotations\":{\"kubectl.kubernetes.io/last-applied-configuration\":\"{}\",\"k\":\"v\"},"
+		"\"managedFields\":[{\"manager\":\"kubectl\"}]},"
+		"\"spec\":{\"ports\":[{\"port\":80,\"name\":\"http\"},{\"port\":53},7],\"selector\":{\"a\":\"b\"}},"
+		"\"status\":{\"conditions\":[{\"type\":\"Ready\"}],\"phase\":\"Running\"}}");
+	char *txt;
+
+	(void)state;
+	assert_non_null(o);
+	cw_k8s_slim(o, keep);
+	txt = cJSON_PrintUnformatted(o);
+	assert_non_null(txt);
+	assert_string_equal(txt,
+			    "{\"metadata\":{\"name\":\"a\",\"namespace\":\"ns\",\"resourceVersion\":\"7\","
+			    "\"labels\":{\"app\":\"x\"}},\"spec\":{\"ports\":[{\"port\":80},{\"port\":53},7]},"
+			    "\"status\":{\"conditions\":[{\"type\":\"Ready\"}]}}");
+	free(txt);
+	cJSON_Delete(o);
+
+	/* annotations kept, kubectl's copy of the object not */
+	o = cJSON_Parse("{\"metadata\":{\"name\":\"a\",\"annotations\":{\"k\":\"v\","
+			"\"kubectl.kubernetes.io/last-applied-configuration\":\"{}\"}}}");
+	cw_k8s_slim(o, (const char *const[]){ "metadata.annotations", NULL });
+	txt = cJSON_PrintUnformatted(o);
+	assert_string_equal(txt, "{\"metadata\":{\"name\":\"a\",\"annotations\":{\"k\":\"v\"}}}");
+	free(txt);
+	cJSON_Delete(o);
+
+	/* a path through a scalar or a missing field changes nothing there; NULL keeps all */
+	o = cJSON_Parse("{\"metadata\":\"oops\",\"spec\":{\"x\":1}}");
+	cw_k8s_slim(o, (const char *const[]){ "spec.x.y", NULL });
+	txt = cJSON_PrintUnformatted(o);
+	assert_string_equal(txt, "{\"metadata\":\"oops\",\"spec\":{\"x\":1}}");
+	free(txt);
+	cw_k8s_slim(o, NULL);
+	txt = cJSON_PrintUnformatted(o);
+	assert_string_equal(txt, "{\"metadata\":\"oops\",\"spec\":{\"x\":1}}");
+	free(txt);
+	cJSON_Delete(o);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -715,6 +767,7 @@ int main(void)
 		cmocka_unit_test(test_cache_replace_diff),
 		cmocka_unit_test(test_cache_replace_stops),
 		cmocka_unit_test(test_cache_many),
+		cmocka_unit_test(test_slim),
 		cmocka_unit_test_setup_teardown(test_config_in_cluster, config_setup, config_teardown),
 		cmocka_unit_test_setup_teardown(test_config_explicit, config_setup, config_teardown),
 	};
