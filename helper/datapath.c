@@ -193,6 +193,17 @@ static void *grow(void *arr, size_t *cap, size_t n, size_t size, int *err)
 	return na;
 }
 
+/* Adds @ip's /32 with @v to the wanted ipcache. */
+static void want_ipc(struct desired *d, struct in_addr ip, struct cw_ipcache_info v)
+{
+	void *p = grow(d->ipc, &d->cap_ipc, d->n_ipc, sizeof(*d->ipc), &d->err);
+
+	if (!p)
+		return;
+	d->ipc = p;
+	d->ipc[d->n_ipc++] = (struct want_lpm){ .key = { 32, ip.s_addr }, .v.ip = v };
+}
+
 /* Whether traffic to @node_ip goes over VXLAN in this routing mode. */
 static bool tunnel_to(struct cw_node *n, struct in_addr node_ip)
 {
@@ -261,15 +272,9 @@ static void want_node(const struct cw_kv_pair *kv, void *arg)
 	};
 	if (r.internal_ip.s_addr == n->node_ip.s_addr || cw_ip_is_local(n, r.internal_ip))
 		return;
-	p = grow(d->ipc, &d->cap_ipc, d->n_ipc, sizeof(*d->ipc), &d->err);
-	if (!p)
-		return;
-	d->ipc = p;
-	d->ipc[d->n_ipc++] = (struct want_lpm){
-		.key = { 32, r.internal_ip.s_addr },
-		.v.ip = { .identity = CW_IDENTITY_REMOTE_NODE, .tunnel_ip = r.internal_ip.s_addr,
-			  .cluster_id = (__u16)d->cluster_id },
-	};
+	want_ipc(d, r.internal_ip, (struct cw_ipcache_info){ .identity = CW_IDENTITY_REMOTE_NODE,
+							     .tunnel_ip = r.internal_ip.s_addr,
+							     .cluster_id = (__u16)d->cluster_id });
 }
 
 /* The ipcache entry of a valid ip/v1 record read from @cluster_id's store. */
@@ -319,14 +324,7 @@ static void want_ip(const struct cw_kv_pair *kv, void *arg)
 		}
 		return;
 	}
-	p = grow(d->ipc, &d->cap_ipc, d->n_ipc, sizeof(*d->ipc), &d->err);
-	if (!p)
-		return;
-	d->ipc = p;
-	d->ipc[d->n_ipc++] = (struct want_lpm){
-		.key = { 32, r.ip.s_addr },
-		.v.ip = ip_entry(n, &r, d->cluster_id),
-	};
+	want_ipc(d, r.ip, ip_entry(n, &r, d->cluster_id));
 }
 
 static int cmp_key(const void *a, const void *b)

@@ -204,7 +204,7 @@ static int authenticate(struct cw_kv *kv, const char *endpoint)
 	return rc;
 }
 
-static bool token_rejected(const struct cw_kv_error *e)
+bool cw_kv_token_refused(const struct cw_kv_error *e)
 {
 	return e->code == CW_GRPC_UNAUTHENTICATED || strstr(e->message, "invalid auth token") ||
 	       strstr(e->message, "user name is empty");
@@ -244,7 +244,7 @@ again:
 			if (!resp->data || !cw_kvp_parse_error(resp->data, resp->len, &e))
 				return set_error(kv, -EPROTO, "%s%s: HTTP error without an etcd status",
 						 ep, path);
-			if (kv->cfg.username && !reauthed && token_rejected(&e)) {
+			if (kv->cfg.username && !reauthed && cw_kv_token_refused(&e)) {
 				reauthed = true;
 				rc = authenticate(kv, ep);
 				if (rc)
@@ -578,7 +578,7 @@ static void req_done(struct cw_loop *loop, CURL *easy, CURLcode res, void *arg)
 		cw_kv_stream_failed(r->kv, false);
 	} else if (status != 200) {
 		if (r->resp.data && cw_kvp_parse_error(r->resp.data, r->resp.len, &e)) {
-			if (r->kv->cfg.username && token_rejected(&e) && !r->retried) {
+			if (r->kv->cfg.username && cw_kv_token_refused(&e) && !r->retried) {
 				/* an expired token: authenticate again and ask once more */
 				cw_kv_stream_failed(r->kv, true);
 				r->retried = true;

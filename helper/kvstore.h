@@ -78,6 +78,8 @@ int cw_kv_lease_revoke(struct cw_kv *kv, int64_t id);
 int cw_kv_stream_setup(struct cw_kv *kv, CURL *easy, const char *path, const char *body,
 		       struct curl_slist **hdrs);
 void cw_kv_stream_failed(struct cw_kv *kv, bool token_refused);
+/* Whether etcd's error says the token is no good (expired, another member's, none). */
+bool cw_kv_token_refused(const struct cw_kv_error *e);
 const char *cw_kv_endpoint(const struct cw_kv *kv);
 
 /*

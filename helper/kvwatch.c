@@ -436,12 +436,6 @@ static void list_finish(struct cw_kv_watch *w)
 	}
 }
 
-static bool token_refused(const struct cw_kv_error *e)
-{
-	return e->code == CW_GRPC_UNAUTHENTICATED || strstr(e->message, "invalid auth token") ||
-	       strstr(e->message, "user name is empty");
-}
-
 static void list_done(struct cw_loop *loop, CURL *easy, CURLcode res, void *arg)
 {
 	struct cw_kv_watch *w = arg;
@@ -463,7 +457,7 @@ static void list_done(struct cw_loop *loop, CURL *easy, CURLcode res, void *arg)
 		if (w->list_buf && cw_kvp_parse_error(w->list_buf, w->list_len, &e)) {
 			watch_error(w, "%s: list: etcd: %s (code %d)", cw_kv_endpoint(w->kv), e.message,
 				    e.code);
-			if (token_refused(&e))
+			if (cw_kv_token_refused(&e))
 				cw_kv_stream_failed(w->kv, true);
 		} else {
 			watch_error(w, "%s: list: HTTP %ld", cw_kv_endpoint(w->kv), status);

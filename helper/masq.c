@@ -28,6 +28,8 @@ static char *const jumps[][4] = {
 	{ "raw", "PREROUTING", CW_MASQ_RAW_CHAIN, RAW_COMMENT },
 	{ "raw", "OUTPUT", CW_MASQ_RAW_CHAIN, RAW_COMMENT },
 };
+/* Our chains: table, chain. */
+static char *const chains[][2] = { { "nat", CW_MASQ_CHAIN }, { "raw", CW_MASQ_RAW_CHAIN } };
 
 static int cmp_prefix(const void *a, const void *b)
 {
@@ -284,8 +286,8 @@ void cw_masq_remove(struct cw_masq *m)
 		for (int k = 0; k < 8 && run(m->iptables_dir, del, NULL, out, sizeof(out)) == 0; k++)
 			;
 	}
-	for (size_t i = 0; i < 2; i++) {
-		char *table = jumps[i][0], *chain = jumps[i][2];
+	for (size_t i = 0; i < sizeof(chains) / sizeof(chains[0]); i++) {
+		char *table = chains[i][0], *chain = chains[i][1];
 		char *flush[] = { "iptables", "-w", "5", "-t", table, "-F", chain, NULL };
 		char *drop[] = { "iptables", "-w", "5", "-t", table, "-X", chain, NULL };
 

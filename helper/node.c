@@ -567,16 +567,24 @@ static long lease_req_timeout(const struct cw_node *n)
 	return third < 5000 ? third : 5000;
 }
 
+/* A lease answer's id and TTL; a malformed one turns into -EPROTO with *@why in @err. */
+static int lease_answer(int rc, const char *body, size_t len, const char **why, int64_t *id,
+			int64_t *ttl, char *err, size_t errlen)
+{
+	if (!rc && cw_kvp_parse_lease(body, len, id, ttl, err, errlen)) {
+		rc = -EPROTO;
+		*why = err;
+	}
+	return rc;
+}
+
 static void on_granted(int rc, const char *body, size_t len, const char *why, void *arg)
 {
 	struct cw_node *n = arg;
 	int64_t id = 0, ttl = 0;
 	char err[256];
 
-	if (!rc && cw_kvp_parse_lease(body, len, &id, &ttl, err, sizeof(err))) {
-		rc = -EPROTO;
-		why = err;
-	}
+	rc = lease_answer(rc, body, len, &why, &id, &ttl, err, sizeof(err));
 	if (!rc && id <= 0) {
 		rc = -EPROTO;
 		why = "lease grant answered without an id";
@@ -596,10 +604,7 @@ static void on_kept_alive(int rc, const char *body, size_t len, const char *why,
 	int64_t id = 0, ttl = 0;
 	char err[256];
 
-	if (!rc && cw_kvp_parse_lease(body, len, &id, &ttl, err, sizeof(err))) {
-		rc = -EPROTO;
-		why = err;
-	}
+	rc = lease_answer(rc, body, len, &why, &id, &ttl, err, sizeof(err));
 	if (rc) {
 		cw_node_error(n, "etcd: lease keepalive: %s", why);
 		return;

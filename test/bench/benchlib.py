@@ -425,6 +425,17 @@ class WatchObserver:
         with self.lock:
             self.cur = op
 
+    def run(self, op, action, timeout):
+        """Times one operation: op.t0 before action(), op.t_ack after it; then waits up to
+        timeout for the observers to set op.done.  Whether they did."""
+        self.start(op)
+        op.t0 = time.monotonic()
+        action()
+        op.t_ack = time.monotonic()
+        ok = op.done.wait(timeout)
+        self.start(None)
+        return ok
+
     def _watch_reader(self):
         f = self.watch.proc.stdout
         while not self.stop:
@@ -965,6 +976,19 @@ class EtcdHttp:
 
 def b64(s):
     return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+
+def etcdctl_argv(config_file, *args):
+    """etcdctl with the endpoints, TLS and user of a Cilium-style etcd config."""
+    import yaml
+    with open(config_file) as f:
+        cfg = yaml.safe_load(f)
+    argv = ["etcdctl", "--endpoints=" + ",".join(cfg["endpoints"]),
+            "--cacert=" + cfg["trusted-ca-file"], "--cert=" + cfg["cert-file"],
+            "--key=" + cfg["key-file"]]
+    if cfg.get("username"):
+        argv.append(f"--user={cfg['username']}:{cfg['password']}")
+    return argv + list(args)
 
 
 # --- a running helper ------------------------------------------------------------------

@@ -67,7 +67,6 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the tree
 import benchlib as B  # noqa: E402
-from propagation import etcdctl_argv  # noqa: E402
 
 C1, C2 = "cluster1", "cluster2"
 TOPOLOGY = {
@@ -348,16 +347,6 @@ def svc_record(cluster, cluster_id, name, frontend, backends):
 
 # --- phases ---------------------------------------------------------------------------------
 
-def run_op(obs, op, action, timeout=OP_TIMEOUT):
-    obs.start(op)
-    op.t0 = time.monotonic()
-    action()
-    op.t_ack = time.monotonic()
-    ok = op.done.wait(timeout)
-    obs.start(None)
-    return ok
-
-
 def records_phase(ctx, args):
     """Backends added to and removed from cluster2's record, written
     directly; put -> watch, put -> slot."""
@@ -371,7 +360,7 @@ def records_phase(ctx, args):
     gw = B.EtcdHttp.from_config(ctx.m2["etcdConfig"])
     ctx.cleanup.push("etcd writer", gw.close)
     ctx.cleanup.push(f"record {key}", lambda: gw.delete(key))
-    watch_argv = B.in_netns(B.netns_path(ctx.n1["netns"]), etcdctl_argv(
+    watch_argv = B.in_netns(B.netns_path(ctx.n1["netns"]), B.etcdctl_argv(
         ctx.remote_cfg, "watch", key, "-w", "json"))
     obs = Observers(ctx.cleanup, watch_argv, key, ctx.lb, fe_key, args.poll_us / 1e6)
     ctx.cleanup.push("observers", obs.shutdown)
@@ -387,7 +376,7 @@ def records_phase(ctx, args):
     end = time.monotonic() + 60
     while True:
         op = Op("add", BASE_BACKEND)
-        if run_op(obs, op, lambda: put([BASE_BACKEND]), 1.0):
+        if obs.run(op, lambda: put([BASE_BACKEND]), 1.0):
             break
         obs.watch.check()
         if time.monotonic() > end:
@@ -399,7 +388,7 @@ def records_phase(ctx, args):
         ip = str(ipaddress.IPv4Address("10.253.201.1") + i)
         for kind, bes in (("add", [BASE_BACKEND, ip]), ("remove", [BASE_BACKEND])):
             op = Op(kind, ip)
-            if run_op(obs, op, lambda: put(bes)):
+            if obs.run(op, lambda: put(bes), OP_TIMEOUT):
                 (adds if kind == "add" else removes).append(op)
             else:
                 lost.append(op)
@@ -475,7 +464,7 @@ def ready_phase(ctx, args):
     # watch without a start revision would miss what happened meanwhile
     rev = int(rd.call("/v3/kv/range", {"key": B.b64(key)})["header"]["revision"])
     watch = B.Server(ctx.cleanup, "etcdctl watch (ready)", B.in_netns(
-        B.netns_path(ctx.n1["netns"]), etcdctl_argv(ctx.remote_cfg, "watch", key,
+        B.netns_path(ctx.n1["netns"]), B.etcdctl_argv(ctx.remote_cfg, "watch", key,
                                                     f"--rev={rev + 1}", "-w", "json")),
         stdout=subprocess.PIPE, text=False)
 

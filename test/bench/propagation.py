@@ -31,7 +31,6 @@ Usage: propagation.py [--records 1000] [--pods 200] [--poll-us 200] [--json FILE
 """
 
 import argparse
-import base64
 import ctypes
 import ipaddress
 import json
@@ -39,14 +38,11 @@ import os
 import platform
 import random
 import socket
-import ssl
 import struct
 import subprocess
 import sys
 import threading
 import time
-import http.client
-from urllib.parse import urlparse
 
 sys.dont_write_bytecode = True  # no __pycache__ in the tree
 import benchlib as B  # noqa: E402
@@ -137,87 +133,6 @@ class Ipcache:
 
 
 # --- etcd: the v3 JSON gateway, as the helpers write --------------------------------
-
-class EtcdGateway:
-    """put/delete over etcd's v3 JSON gateway: TLS with a client
-    certificate, user and password from a Cilium-style etcd config."""
-
-    def __init__(self, config_file):
-        import yaml
-        with open(config_file) as f:
-            cfg = yaml.safe_load(f)
-        u = urlparse(cfg["endpoints"][0])
-        self.host, self.port = u.hostname, u.port or 2379
-        self.ctx = ssl.create_default_context(cafile=cfg["trusted-ca-file"])
-        self.ctx.load_cert_chain(cfg["cert-file"], cfg["key-file"])
-        self.user, self.password = cfg.get("username"), cfg.get("password")
-        self.conn = None
-        self.token = None
-
-    def _post(self, path, body, auth=True):
-        if self.conn is None:
-            self.conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx,
-                                                    timeout=10)
-        headers = {"Content-Type": "application/json"}
-        if auth and self.token:
-            headers["Authorization"] = self.token
-        try:
-            self.conn.request("POST", path, body=json.dumps(body), headers=headers)
-            r = self.conn.getresponse()
-            raw = r.read()
-        except (OSError, http.client.HTTPException):
-            self.conn.close()
-            self.conn = None
-            raise
-        doc = json.loads(raw or b"{}")
-        if r.status != 200:
-            raise RuntimeError(f"etcd {path}: HTTP {r.status}: {doc}")
-        return doc
-
-    def authenticate(self):
-        if self.user:
-            self.token = self._post("/v3/auth/authenticate",
-                                    {"name": self.user, "password": self.password},
-                                    auth=False)["token"]
-
-    def call(self, path, body):
-        for attempt in (0, 1):
-            try:
-                if self.token is None:
-                    self.authenticate()
-                return self._post(path, body)
-            except (OSError, http.client.HTTPException, RuntimeError):
-                if attempt:
-                    raise
-                self.token = None  # expired token or a dropped connection: once more
-
-    def put(self, key, value):
-        return self.call("/v3/kv/put", {"key": b64(key), "value": b64(value)})
-
-    def delete(self, key):
-        return self.call("/v3/kv/deleterange", {"key": b64(key)})
-
-    def close(self):
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-
-
-def b64(s):
-    return base64.b64encode(s.encode()).decode()
-
-
-def etcdctl_argv(config_file, *args):
-    import yaml
-    with open(config_file) as f:
-        cfg = yaml.safe_load(f)
-    argv = ["etcdctl", "--endpoints=" + ",".join(cfg["endpoints"]),
-            "--cacert=" + cfg["trusted-ca-file"], "--cert=" + cfg["cert-file"],
-            "--key=" + cfg["key-file"]]
-    if cfg.get("username"):
-        argv.append(f"--user={cfg['username']}:{cfg['password']}")
-    return argv + list(args)
-
 
 # --- the observers --------------------------------------------------------------------
 
@@ -354,16 +269,6 @@ def record_value(ip, host_ip, identity, n):
                       separators=(",", ":"))
 
 
-def run_op(obs, op, action, timeout=OP_TIMEOUT):
-    obs.start(op)
-    op.t0 = time.monotonic()
-    action()
-    op.t_ack = time.monotonic()
-    ok = op.done.wait(timeout)
-    obs.start(None)
-    return ok
-
-
 def records_phase(obs, gw, node_a, count):
     """count puts (and as many deletes), one at a time, in cycles of CYCLE IPs."""
     net = ipaddress.IPv4Network(node_a["podCIDR"])
@@ -377,7 +282,7 @@ def records_phase(obs, gw, node_a, count):
             ident = (CLUSTER_ID << 16) | (ID_BASE + n)
             op = Op("put", ip=ip, identity=ident, tunnel=node_a["ip"])
             val = record_value(ip, node_a["ip"], ident, n)
-            if run_op(obs, op, lambda: gw.put(KEY_IPS + ip, val)):
+            if obs.run(op, lambda: gw.put(KEY_IPS + ip, val), OP_TIMEOUT):
                 puts.append(op)
             else:
                 lost.append(op)
@@ -386,7 +291,7 @@ def records_phase(obs, gw, node_a, count):
             time.sleep(random.uniform(0, 0.002))  # no lock-step with the helper's timers
         for p in cycle:
             op = Op("delete", ip=p.ip, identity=p.identity, tunnel=node_a["ip"])
-            if run_op(obs, op, lambda: gw.delete(KEY_IPS + p.ip)):
+            if obs.run(op, lambda: gw.delete(KEY_IPS + p.ip), OP_TIMEOUT):
                 dels.append(op)
             else:
                 lost.append(op)
@@ -468,11 +373,11 @@ def main():
     os.makedirs(results_dir, exist_ok=True)
     ep_dir = os.path.join(node_a["stateDir"], "endpoints")
     os.makedirs(ep_dir, exist_ok=True)
-    watch_argv = B.in_netns(os.path.join(B.NETNS_DIR, node_b["netns"]), etcdctl_argv(
+    watch_argv = B.in_netns(os.path.join(B.NETNS_DIR, node_b["netns"]), B.etcdctl_argv(
         cfg_b, "watch", "--prefix", KEY_IPS, "-w", "json"))
     obs = Observers(cleanup, watch_argv, ipcache, args.poll_us / 1e6,
                     {"results": results_dir, "endpoints": ep_dir} if args.pods else {})
-    gw = EtcdGateway(node_a["etcdConfig"])
+    gw = B.EtcdHttp.from_config(node_a["etcdConfig"], timeout=10)
     cleanup.push("etcd connection", gw.close)
 
     # Warm-up: one record all the way to node B's ipcache and back out,
@@ -484,16 +389,16 @@ def main():
     end = time.monotonic() + 60
     while True:
         op = Op("put", ip=warm, identity=ident, tunnel=node_a["ip"])
-        if run_op(obs, op, lambda: gw.put(KEY_IPS + warm,
-                                          record_value(warm, node_a["ip"], ident, -1)), 1.0):
+        if obs.run(op, lambda: gw.put(KEY_IPS + warm,
+                                      record_value(warm, node_a["ip"], ident, -1)), 1.0):
             break
         obs.watch.check()
         if time.monotonic() > end:
             raise RuntimeError(f"a record put in etcd never reached {node_b['name']}'s ipcache "
                                f"(watch saw it: {op.t_watch is not None}); see "
                                f"{node_b['log']}")
-    if not run_op(obs, Op("delete", ip=warm, identity=ident, tunnel=node_a["ip"]),
-                  lambda: gw.delete(KEY_IPS + warm)):
+    if not obs.run(Op("delete", ip=warm, identity=ident, tunnel=node_a["ip"]),
+                   lambda: gw.delete(KEY_IPS + warm), OP_TIMEOUT):
         raise RuntimeError("the warm-up record was not withdrawn from node B's ipcache")
     setup_s = time.monotonic() - t_start
 
