@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <causeway/log.h>
+#include <causeway/util.h>
 #include "kvwatch.h"
 
 #define MAX_MESSAGE (32u << 20)
@@ -129,20 +130,9 @@ int cw_json_split(struct cw_json_splitter *s, const char *buf, size_t len, size_
 	size_t start = 0;
 	int rc;
 
-	if (s->len + len + 1 > s->cap) {
-		size_t cap = s->cap ? s->cap : 4096;
-		char *nd;
-
-		while (cap < s->len + len + 1)
-			cap *= 2;
-		nd = realloc(s->data, cap);
-		if (!nd)
-			return -ENOMEM;
-		s->data = nd;
-		s->cap = cap;
-	}
-	memcpy(s->data + s->len, buf, len);
-	s->len += len;
+	rc = cw_buf_append(&s->data, &s->len, &s->cap, 4096, buf, len);
+	if (rc)
+		return rc;
 
 	/* Skip what lies between messages (newlines, spaces). */
 	for (size_t i = s->scanned; i < s->len; i++) {
@@ -319,23 +309,9 @@ static size_t on_list_data(char *ptr, size_t size, size_t n, void *arg)
 	struct cw_kv_watch *w = arg;
 	size_t len = size * n;
 
-	if (w->list_len + len + 1 > MAX_MESSAGE)
+	if (w->list_len + len + 1 > MAX_MESSAGE ||
+	    cw_buf_append(&w->list_buf, &w->list_len, &w->list_cap, 65536, ptr, len))
 		return 0; /* aborts the transfer */
-	if (w->list_len + len + 1 > w->list_cap) {
-		size_t cap = w->list_cap ? w->list_cap : 65536;
-		char *nb;
-
-		while (cap < w->list_len + len + 1)
-			cap *= 2;
-		nb = realloc(w->list_buf, cap);
-		if (!nb)
-			return 0;
-		w->list_buf = nb;
-		w->list_cap = cap;
-	}
-	memcpy(w->list_buf + w->list_len, ptr, len);
-	w->list_len += len;
-	w->list_buf[w->list_len] = '\0';
 	return len;
 }
 

@@ -144,3 +144,23 @@ cleanup:
 	close(fd);
 	return err;
 }
+
+int cw_buf_append(char **data, size_t *len, size_t *cap, size_t min_cap, const void *p, size_t n)
+{
+	if (*len + n + 1 > *cap) {
+		size_t c = *cap ? *cap : min_cap;
+		char *nd;
+
+		while (c < *len + n + 1)
+			c *= 2;
+		nd = realloc(*data, c);
+		if (!nd)
+			return -ENOMEM;
+		*data = nd;
+		*cap = c;
+	}
+	memcpy(*data + *len, p, n);
+	*len += n;
+	(*data)[*len] = '\0';
+	return 0;
+}

@@ -19,5 +19,11 @@ int cw_write_file_atomic(const char *path, const char *data, size_t len, bool du
 /* Read all of a file descriptor (NUL-terminated), up to @max bytes. */
 int cw_read_fd(int fd, size_t max, char **out, size_t *len);
 int cw_write_sysctl(const char *path, const char *value);
+/*
+ * Appends @n bytes of @p to the growable buffer (*@data, *@len, *@cap),
+ * keeping it NUL-terminated; the capacity doubles, starting at @min_cap.
+ * 0, or -ENOMEM with the buffer as it was.
+ */
+int cw_buf_append(char **data, size_t *len, size_t *cap, size_t min_cap, const void *p, size_t n);
 
 #endif
