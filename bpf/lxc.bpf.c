@@ -40,13 +40,35 @@
 #include "lib/tunnel.h"
 #include "lib/lb.h"
 #include "lib/deliver.h"
+#include "lib/fib.h"
+#include "lib/stackflow.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /*
+ * A pod of the mesh that no tunnel carries (native routing, or a hybrid
+ * node's same-segment peers): the FIB decides where it goes and the packet
+ * is redirected there, past the host's forwarding path.  Anything else is
+ * the stack's.
+ */
+static __always_inline bool mesh_pod(const struct iphdr *ip)
+{
+	struct cw_lpm_key key = { .prefixlen = 32, .ip4 = ip->daddr };
+	const struct cw_ipcache_info *ipc;
+
+	ipc = bpf_map_lookup_elem(&cw_ipcache, &key);
+	/*
+	 * Only pods: traffic to anything else may be masqueraded, and the
+	 * stack's NAT is what does that.
+	 */
+	return ipc && ipc->identity >= CW_IDENTITY_FIRST_ALLOCATED;
+}
+
+/*
  * A destination that is not a local endpoint: over the tunnel when a node
- * is known for it, else to the host stack (native routes, or out of the
- * cluster), which does its own TTL handling and ICMP.
+ * is known for it, straight out of the underlay for another pod of the
+ * mesh, else to the host stack (out of the cluster), which does its own
+ * TTL handling and ICMP.
  */
 static __always_inline int ipv4_to_remote(struct __sk_buff *skb, struct iphdr *ip,
 					  bool src_known, __u32 src_identity)
@@ -54,15 +76,36 @@ static __always_inline int ipv4_to_remote(struct __sk_buff *skb, struct iphdr *i
 	const struct cw_config *cfg;
 	__be32 remote, local;
 	__u32 vxlan_ifindex;
+	int rc;
 
 	/* 0.0.0.0 is no endpoint, so it has no identity to put in the VNI. */
-	remote = src_known ? cw_tunnel_endpoint(ip->daddr) : 0;
+	if (!src_known) {
+		cw_count(skb, CW_REASON_FORWARDED, CW_DIR_EGRESS);
+		return TC_ACT_OK;
+	}
+	/* The stack NATed this flow's other direction: it must see this one. */
+	rc = cw_stack_flow(skb, ip);
+	if (rc < 0)
+		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
+	if (rc) {
+		cw_count(skb, CW_REASON_FORWARDED, CW_DIR_EGRESS);
+		return TC_ACT_OK;
+	}
+	cfg = cw_node_config();
+	remote = cw_tunnel_endpoint(ip->daddr);
 	if (!remote) {
+		if (mesh_pod(ip)) {
+			rc = cw_fib_redirect(skb, ip, cfg ? cfg->vxlan_ifindex : 0);
+			if (rc >= 0) {
+				if (rc != TC_ACT_SHOT)
+					cw_count(skb, CW_REASON_FORWARDED, CW_DIR_EGRESS);
+				return rc;
+			}
+		}
 		cw_count(skb, CW_REASON_FORWARDED, CW_DIR_EGRESS);
 		return TC_ACT_OK;
 	}
 
-	cfg = cw_node_config();
 	if (!cfg || !cfg->vxlan_ifindex)
 		return cw_drop(skb, -CW_DROP_NO_TUNNEL_DEV, CW_DIR_EGRESS);
 	vxlan_ifindex = cfg->vxlan_ifindex;
@@ -128,15 +171,12 @@ static __always_inline int handle_ipv4_from_container(struct __sk_buff *skb)
 	if (ip->ttl <= 1)
 		return cw_drop(skb, -CW_DROP_TTL_EXCEEDED, CW_DIR_EGRESS);
 
-	{
-		struct cw_flow_key t = {};
-
-		if (cw_ipv4_tuple(skb, ip, &t) < 0)
-			return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
-		if (bpf_map_lookup_elem(&cw_stack_flows, &t)) {
-			cw_count(skb, CW_REASON_FORWARDED, CW_DIR_EGRESS);
-			return TC_ACT_OK;
-		}
+	rc = cw_stack_flow(skb, ip);
+	if (rc < 0)
+		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
+	if (rc) {
+		cw_count(skb, CW_REASON_FORWARDED, CW_DIR_EGRESS);
+		return TC_ACT_OK;
 	}
 
 	return cw_deliver_local(skb, ip, dst, CW_DIR_EGRESS);
@@ -182,8 +222,6 @@ int to_container(struct __sk_buff *skb)
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = data + ETH_HLEN;
 		struct cw_endpoint_key src = {};
-		struct cw_flow_key t = {}, reply;
-		__u8 one = 1;
 		int rc;
 
 		if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
@@ -206,16 +244,10 @@ int to_container(struct __sk_buff *skb)
 		} else {
 			/* From a local pod, yet not redirected: the stack forwarded it. */
 			src.ip4 = ip->saddr;
-			if (bpf_map_lookup_elem(&cw_endpoints, &src) &&
-			    cw_ipv4_tuple(skb, ip, &t) == 0) {
-				reply.saddr = t.daddr;
-				reply.daddr = t.saddr;
-				reply.sport = t.dport;
-				reply.dport = t.sport;
-				reply.proto = t.proto;
-				reply.pad[0] = reply.pad[1] = reply.pad[2] = 0;
-				bpf_map_update_elem(&cw_stack_flows, &reply, &one, BPF_ANY);
-			}
+			if (bpf_map_lookup_elem(&cw_endpoints, &src))
+				cw_stack_flow_learn(skb, ip);
+			else
+				cw_stack_nat_learn(skb, ip); /* a hostPort from elsewhere */
 		}
 	}
 	cw_count(skb, CW_REASON_FORWARDED, CW_DIR_INGRESS);

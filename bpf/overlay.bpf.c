@@ -7,7 +7,8 @@
  *
  * A packet for a local endpoint is redirected to the egress of its host
  * veth, as from_container does on the same node, so to_container still
- * sees every packet a pod receives.  Anything else goes up the host stack.
+ * sees every packet a pod receives.  Anything else goes up the host stack,
+ * and so do the replies of flows the stack NATed (lib/stackflow.h).
  *
  * to_overlay: tc egress of the same device.  from_container's packets come
  * with their tunnel key already set and pass untouched.  Packets the host
@@ -36,6 +37,7 @@
 #include "lib/ipv4.h"
 #include "lib/deliver.h"
 #include "lib/tunnel.h"
+#include "lib/stackflow.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -46,6 +48,7 @@ static __always_inline int handle_ipv4_from_overlay(struct __sk_buff *skb, __u32
 	struct iphdr *ip = data + ETH_HLEN;
 	struct cw_endpoint_key key = {};
 	struct cw_endpoint_info *dst;
+	int rc;
 
 	if ((void *)(ip + 1) > data_end)
 		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_INGRESS);
@@ -75,6 +78,15 @@ static __always_inline int handle_ipv4_from_overlay(struct __sk_buff *skb, __u32
 	 */
 	(void)src_identity;
 
+	/* The reply of a flow the stack NATed on its way out goes back through it. */
+	rc = cw_stack_flow(skb, ip);
+	if (rc < 0)
+		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_INGRESS);
+	if (rc) {
+		bpf_skb_change_type(skb, PACKET_HOST);
+		cw_count(skb, CW_REASON_FORWARDED, CW_DIR_INGRESS);
+		return TC_ACT_OK;
+	}
 	return cw_deliver_local(skb, ip, dst, CW_DIR_INGRESS);
 }
 
@@ -130,6 +142,8 @@ int to_overlay(struct __sk_buff *skb)
 	if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
 		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
 
+	/* A flow the stack DNATed towards a pod over there (kube-proxy). */
+	cw_stack_nat_learn(skb, ip);
 	remote = cw_tunnel_endpoint(ip->daddr);
 	cfg = cw_node_config();
 	if (!remote || !cfg)

@@ -87,6 +87,21 @@ int cw_datapath_setup(struct cw_node *n)
 		pr_err("datapath: cannot attach to_overlay to %s: %s", CW_VXLAN_DEV, strerror(-rc));
 		return rc;
 	}
+	/*
+	 * Native routing past the stack (bpf/netdev.bpf.c): pods' packets from
+	 * other nodes go straight to their veth, and the flows the stack NATs
+	 * on their way out are learnt so their replies are left to it.
+	 * Attached in every mode: in tunnel mode only host traffic to pods
+	 * arrives here, and the NAT learning matters to the tunnel too.
+	 */
+	rc = cw_tc_attach(n->underlay_ifindex, n->dp->prog_from_netdev, true);
+	if (!rc)
+		rc = cw_tc_attach(n->underlay_ifindex, n->dp->prog_to_netdev, false);
+	if (rc) {
+		pr_err("datapath: cannot attach from_netdev/to_netdev to %s: %s", n->underlay_dev,
+		       strerror(-rc));
+		return rc;
+	}
 	cfg.vxlan_ifindex = (__u32)n->vxlan_ifindex;
 	cfg.node_ip = n->node_ip.s_addr;
 	cfg.cluster_id = (__u16)n->o.cluster_id;

@@ -21,15 +21,19 @@
 
 #define JUMP_COMMENT "causeway: masquerade pod traffic leaving the mesh"
 #define RAW_COMMENT "causeway: no conntrack for VXLAN between nodes"
+#define MANGLE_COMMENT "causeway: mark flows the stack destination-NATs"
 
-/* The jumps into our chains: table, hook, chain, comment. */
+/* The jumps into our chains: table, hook, chain, comment.  nat's first. */
 static char *const jumps[][4] = {
 	{ "nat", "POSTROUTING", CW_MASQ_CHAIN, JUMP_COMMENT },
 	{ "raw", "PREROUTING", CW_MASQ_RAW_CHAIN, RAW_COMMENT },
 	{ "raw", "OUTPUT", CW_MASQ_RAW_CHAIN, RAW_COMMENT },
+	{ "mangle", "POSTROUTING", CW_MASQ_MANGLE_CHAIN, MANGLE_COMMENT },
 };
-/* Our chains: table, chain. */
-static char *const chains[][2] = { { "nat", CW_MASQ_CHAIN }, { "raw", CW_MASQ_RAW_CHAIN } };
+/* Our chains: table, chain.  nat's first. */
+static char *const chains[][2] = { { "nat", CW_MASQ_CHAIN },
+				   { "raw", CW_MASQ_RAW_CHAIN },
+				   { "mangle", CW_MASQ_MANGLE_CHAIN } };
 
 static int cmp_prefix(const void *a, const void *b)
 {
@@ -53,7 +57,8 @@ static bool same(const struct cw_masq *m, struct cw_prefix4 src, const struct cw
 	return true;
 }
 
-char *cw_masq_rules(struct cw_prefix4 src, const struct cw_prefix4 *dsts, size_t n)
+char *cw_masq_rules(bool masquerade, struct cw_prefix4 src, const struct cw_prefix4 *dsts,
+		    size_t n)
 {
 	char *buf = NULL, s[INET_ADDRSTRLEN], d[INET_ADDRSTRLEN];
 	size_t len = 0;
@@ -61,27 +66,41 @@ char *cw_masq_rules(struct cw_prefix4 src, const struct cw_prefix4 *dsts, size_t
 
 	if (!f)
 		return NULL;
-	inet_ntop(AF_INET, &src.addr, s, sizeof(s));
-	fprintf(f, "*nat\n:" CW_MASQ_CHAIN " - [0:0]\n");
-	/* Not from this node's pods: not ours (host traffic, forwarded traffic). */
-	fprintf(f, "-A " CW_MASQ_CHAIN " ! -s %s/%u -j RETURN\n", s, src.len);
-	for (size_t i = 0; i < n; i++) {
-		inet_ntop(AF_INET, &dsts[i].addr, d, sizeof(d));
-		fprintf(f, "-A " CW_MASQ_CHAIN " -d %s/%u -j RETURN\n", d, dsts[i].len);
+	if (masquerade) {
+		inet_ntop(AF_INET, &src.addr, s, sizeof(s));
+		fprintf(f, "*nat\n:" CW_MASQ_CHAIN " - [0:0]\n");
+		/* Not from this node's pods: not ours (host traffic, forwarded traffic). */
+		fprintf(f, "-A " CW_MASQ_CHAIN " ! -s %s/%u -j RETURN\n", s, src.len);
+		for (size_t i = 0; i < n; i++) {
+			inet_ntop(AF_INET, &dsts[i].addr, d, sizeof(d));
+			fprintf(f, "-A " CW_MASQ_CHAIN " -d %s/%u -j RETURN\n", d, dsts[i].len);
+		}
+		/* --random-fully: kube-proxy's choice, against source-port clashes under load */
+		fprintf(f, "-A " CW_MASQ_CHAIN " -m comment --comment \"pod traffic leaving the "
+			   "mesh\" -j MASQUERADE --random-fully\nCOMMIT\n");
 	}
-	/* --random-fully: kube-proxy's choice, against source-port clashes under load */
-	fprintf(f, "-A " CW_MASQ_CHAIN " -m comment --comment \"pod traffic leaving the mesh\" "
-		   "-j MASQUERADE --random-fully\nCOMMIT\n");
 	/*
-	 * The NAT rules above make the kernel track every connection of the
-	 * node, the tunnel's own UDP packets included, which never need it:
-	 * that cost 5-10 % of cross-node throughput (cross_node.py
-	 * --no-masquerade).  Pod-to-pod traffic in native routing stays
-	 * tracked: a hostPort's replies need their conntrack entry.
+	 * Any NAT rule makes the kernel track every connection of the node,
+	 * the tunnel's own UDP packets included, which never need it: that
+	 * cost 5-10 % of cross-node throughput.  Pod-to-pod traffic in native
+	 * routing never meets conntrack: the programs redirect it past the
+	 * stack (bpf/lib/fib.h, bpf/netdev.bpf.c).
 	 */
 	fprintf(f, "*raw\n:" CW_MASQ_RAW_CHAIN " - [0:0]\n"
 		   "-A " CW_MASQ_RAW_CHAIN " -p udp -m udp --dport %u -j CT --notrack\nCOMMIT\n",
 		CW_VXLAN_PORT);
+	/*
+	 * The fast paths must leave the replies of a flow the stack
+	 * destination-NATed (hostPort, kube-proxy, the node's own DNAT rules)
+	 * to the stack: its packets leave with CW_MARK_STACK_NAT, from which
+	 * the programs on the way out learn the flow (bpf/lib/stackflow.h).
+	 * Every packet of the original direction, so the learnt entry stays
+	 * fresh in its LRU map while the flow lives.
+	 */
+	fprintf(f, "*mangle\n:" CW_MASQ_MANGLE_CHAIN " - [0:0]\n"
+		   "-A " CW_MASQ_MANGLE_CHAIN " -m conntrack --ctstate DNAT --ctdir ORIGINAL "
+		   "-j MARK --or-mark 0x%x\nCOMMIT\n",
+		CW_MARK_STACK_NAT);
 	if (fclose(f)) {
 		free(buf);
 		return NULL;
@@ -181,13 +200,14 @@ static int run_checked(struct cw_masq *m, char *const argv[], const char *input)
 		return 0;
 	if (rc == -ENOENT)
 		snprintf(m->error, sizeof(m->error),
-			 "masquerade: %s not found (install iptables, or run with --no-masquerade)",
+			 "iptables: %s not found (install iptables: without it the node can "
+			 "neither masquerade nor tell which flows the stack NATs)",
 			 argv[0]);
 	else if (rc < 0)
-		snprintf(m->error, sizeof(m->error), "masquerade: cannot run %s: %s", argv[0],
+		snprintf(m->error, sizeof(m->error), "iptables: cannot run %s: %s", argv[0],
 			 strerror(-rc));
 	else
-		snprintf(m->error, sizeof(m->error), "masquerade: %s exited with %d: %s", argv[0], rc,
+		snprintf(m->error, sizeof(m->error), "iptables: %s exited with %d: %s", argv[0], rc,
 			 out[0] ? out : "(no output)");
 	return rc < 0 ? rc : -EIO;
 }
@@ -196,7 +216,7 @@ static int ensure_jumps(struct cw_masq *m)
 {
 	char out[300];
 
-	for (size_t i = 0; i < sizeof(jumps) / sizeof(jumps[0]); i++) {
+	for (size_t i = m->enabled ? 0 : 1; i < sizeof(jumps) / sizeof(jumps[0]); i++) {
 		char *argv[] = { "iptables", "-w", "5", "-t", jumps[i][0], "-C",
 				 jumps[i][1], "-m", "comment", "--comment",
 				 jumps[i][3], "-j", jumps[i][2], NULL };
@@ -221,7 +241,7 @@ int cw_masq_sync(struct cw_masq *m, struct cw_prefix4 src, const struct cw_prefi
 	char *rules;
 	int rc;
 
-	if (!m->enabled || !src.len)
+	if (!src.len)
 		return 0;
 	v = malloc((n + m->n_except + 1) * sizeof(*v));
 	if (!v)
@@ -241,7 +261,7 @@ int cw_masq_sync(struct cw_masq *m, struct cw_prefix4 src, const struct cw_prefi
 		free(v);
 		return 0;
 	}
-	rules = cw_masq_rules(src, v, n);
+	rules = cw_masq_rules(m->enabled, src, v, n);
 	if (!rules) {
 		free(v);
 		return -ENOMEM;
@@ -256,7 +276,7 @@ int cw_masq_sync(struct cw_masq *m, struct cw_prefix4 src, const struct cw_prefi
 		free(v);
 		return rc;
 	}
-	if (!same(m, src, v, n)) {
+	if (m->enabled && !same(m, src, v, n)) {
 		char s[INET_ADDRSTRLEN];
 
 		inet_ntop(AF_INET, &src.addr, s, sizeof(s));
@@ -278,7 +298,7 @@ void cw_masq_remove(struct cw_masq *m)
 	char out[300];
 
 	/* each may find nothing to remove, which is the state wanted */
-	for (size_t i = 0; i < sizeof(jumps) / sizeof(jumps[0]); i++) {
+	for (size_t i = 0; i < 1; i++) { /* nat's jump */
 		char *del[] = { "iptables", "-w", "5", "-t", jumps[i][0], "-D",
 				jumps[i][1], "-m", "comment", "--comment",
 				jumps[i][3], "-j", jumps[i][2], NULL };
@@ -286,7 +306,7 @@ void cw_masq_remove(struct cw_masq *m)
 		for (int k = 0; k < 8 && run(m->iptables_dir, del, NULL, out, sizeof(out)) == 0; k++)
 			;
 	}
-	for (size_t i = 0; i < sizeof(chains) / sizeof(chains[0]); i++) {
+	for (size_t i = 0; i < 1; i++) { /* nat's chain */
 		char *table = chains[i][0], *chain = chains[i][1];
 		char *flush[] = { "iptables", "-w", "5", "-t", table, "-F", chain, NULL };
 		char *drop[] = { "iptables", "-w", "5", "-t", table, "-X", chain, NULL };

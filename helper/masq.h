@@ -17,8 +17,11 @@
  * The rules live in a chain of their own in the nat table, rewritten
  * atomically with iptables-restore --noflush (what kube-proxy does), and
  * reached from POSTROUTING by one jump; a chain in the raw table, reached
- * from PREROUTING and OUTPUT, keeps the tunnel's UDP out of conntrack.  They stay when the helper stops,
- * so a restart does not change what pods can reach.
+ * from PREROUTING and OUTPUT, keeps the tunnel's UDP out of conntrack; a
+ * chain in the mangle table, reached from POSTROUTING, marks the flows the
+ * stack destination-NATs for the datapath (CW_MARK_STACK_NAT).  The raw
+ * and mangle chains are written with masquerading off too.  They stay when
+ * the helper stops, so a restart does not change what pods can reach.
  */
 #ifndef CW_HELPER_MASQ_H
 #define CW_HELPER_MASQ_H
@@ -31,6 +34,8 @@
 #define CW_MASQ_CHAIN "CAUSEWAY-POSTROUTING"
 /* raw table: the tunnel's UDP packets skip conntrack (see masq.c) */
 #define CW_MASQ_RAW_CHAIN "CAUSEWAY-RAW"
+/* mangle table: flows the stack destination-NATs get CW_MARK_STACK_NAT */
+#define CW_MASQ_MANGLE_CHAIN "CAUSEWAY-MANGLE"
 #define CW_MASQ_EXCEPT_MAX 16
 /*
  * Rewritten at least this often (the full resync runs every 60 s), which
@@ -39,7 +44,7 @@
 #define CW_MASQ_REFRESH_MS 50000
 
 struct cw_masq {
-	bool enabled;
+	bool enabled;                /* masquerading; the raw and mangle rules are always written */
 	const char *iptables_dir;    /* NULL: iptables-restore and iptables from PATH */
 	struct cw_prefix4 except[CW_MASQ_EXCEPT_MAX]; /* --no-masquerade-to */
 	size_t n_except;
@@ -54,10 +59,12 @@ struct cw_masq {
 };
 
 /*
- * The iptables-restore input for @src and the destinations it keeps its
- * address to (@dsts, @n).  Malloc'd; NULL on ENOMEM.
+ * The iptables-restore input: with @masquerade, the nat rules for @src and
+ * the destinations it keeps its address to (@dsts, @n); always the raw and
+ * mangle rules.  Malloc'd; NULL on ENOMEM.
  */
-char *cw_masq_rules(struct cw_prefix4 src, const struct cw_prefix4 *dsts, size_t n);
+char *cw_masq_rules(bool masquerade, struct cw_prefix4 src, const struct cw_prefix4 *dsts,
+		    size_t n);
 
 /*
  * Makes the rules masquerade traffic from @src to everything outside
@@ -70,7 +77,10 @@ char *cw_masq_rules(struct cw_prefix4 src, const struct cw_prefix4 *dsts, size_t
 int cw_masq_sync(struct cw_masq *m, struct cw_prefix4 src, const struct cw_prefix4 *cidrs,
 		 size_t n, int64_t now_ms);
 
-/* Removes the jump and the chain (masquerading turned off); quiet if absent. */
+/*
+ * Removes the nat jump and chain (masquerading turned off); the raw and
+ * mangle ones stay.  Quiet if absent.
+ */
 void cw_masq_remove(struct cw_masq *m);
 
 void cw_masq_clear(struct cw_masq *m);

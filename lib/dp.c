@@ -26,6 +26,7 @@
 #pragma GCC diagnostic ignored "-Wcast-qual"
 #include "lxc.skel.h"
 #include "overlay.skel.h"
+#include "netdev.skel.h"
 #pragma GCC diagnostic pop
 
 /*
@@ -34,7 +35,8 @@
  * and the next load adds what is missing, adopting the maps that exist.
  */
 static const char *const prog_pins[] = { CW_PIN_FROM_CONTAINER, CW_PIN_TO_CONTAINER,
-					 CW_PIN_FROM_OVERLAY, CW_PIN_TO_OVERLAY };
+					 CW_PIN_FROM_OVERLAY, CW_PIN_TO_OVERLAY,
+					 CW_PIN_FROM_NETDEV, CW_PIN_TO_NETDEV };
 static const char *const map_pins[] = { CW_MAP_ENDPOINTS, CW_MAP_METRICS, CW_MAP_STACK_FLOWS,
 					CW_MAP_IPCACHE, CW_MAP_TUNNEL, CW_MAP_CONFIG,
 					CW_MAP_LB4_SERVICES, CW_MAP_LB4_BACKENDS,
@@ -174,6 +176,7 @@ static int load_locked(const char *bpf_root)
 	LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = bpf_root);
 	struct lxc *lxc = NULL;
 	struct overlay *overlay = NULL;
+	struct netdev *netdev = NULL;
 	int err;
 
 	lxc = lxc__open_opts(&opts);
@@ -184,9 +187,16 @@ static int load_locked(const char *bpf_root)
 		err = open_failed("overlay");
 		goto cleanup;
 	}
+	netdev = netdev__open_opts(&opts);
+	if (!netdev) {
+		err = open_failed("netdev");
+		goto cleanup;
+	}
 	err = lxc__load(lxc);
 	if (!err)
 		err = overlay__load(overlay);
+	if (!err)
+		err = netdev__load(netdev);
 	if (err) {
 		pr_err("datapath: loading the BPF programs failed: %s", strerror(-err));
 		goto cleanup;
@@ -199,8 +209,13 @@ static int load_locked(const char *bpf_root)
 	if (!err)
 		err = pin_prog_atomic(overlay->progs.to_overlay, bpf_root, CW_PIN_TO_OVERLAY);
 	if (!err)
+		err = pin_prog_atomic(netdev->progs.from_netdev, bpf_root, CW_PIN_FROM_NETDEV);
+	if (!err)
+		err = pin_prog_atomic(netdev->progs.to_netdev, bpf_root, CW_PIN_TO_NETDEV);
+	if (!err)
 		pr_info("datapath: programs loaded and pinned in %s", bpf_root);
 cleanup:
+	netdev__destroy(netdev);
 	overlay__destroy(overlay);
 	lxc__destroy(lxc);
 	return err;
@@ -249,6 +264,8 @@ void cw_dp_free(struct cw_dp *dp)
 	cw_close(dp->prog_to_container);
 	cw_close(dp->prog_from_overlay);
 	cw_close(dp->prog_to_overlay);
+	cw_close(dp->prog_from_netdev);
+	cw_close(dp->prog_to_netdev);
 	cw_close(dp->map_endpoints);
 	cw_close(dp->map_metrics);
 	cw_close(dp->map_ipcache);
@@ -304,7 +321,7 @@ int cw_dp_open(const char *bpf_root, const char *lock_dir, bool load_if_missing,
 		goto cleanup;
 	}
 	dp->prog_from_container = dp->prog_to_container = dp->prog_from_overlay = -1;
-	dp->prog_to_overlay = -1;
+	dp->prog_to_overlay = dp->prog_from_netdev = dp->prog_to_netdev = -1;
 	dp->map_endpoints = dp->map_metrics = -1;
 	dp->map_ipcache = dp->map_tunnel = dp->map_config = -1;
 	dp->map_lb4_services = dp->map_lb4_backends = dp->map_lb4_revnat = dp->map_lb4_ct = -1;
@@ -316,6 +333,10 @@ int cw_dp_open(const char *bpf_root, const char *lock_dir, bool load_if_missing,
 		err = open_pin(bpf_root, CW_PIN_FROM_OVERLAY, &dp->prog_from_overlay);
 	if (!err)
 		err = open_pin(bpf_root, CW_PIN_TO_OVERLAY, &dp->prog_to_overlay);
+	if (!err)
+		err = open_pin(bpf_root, CW_PIN_FROM_NETDEV, &dp->prog_from_netdev);
+	if (!err)
+		err = open_pin(bpf_root, CW_PIN_TO_NETDEV, &dp->prog_to_netdev);
 	if (!err)
 		err = open_pin(bpf_root, CW_MAP_ENDPOINTS, &dp->map_endpoints);
 	if (!err)

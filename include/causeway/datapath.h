@@ -21,6 +21,8 @@
 #define CW_MAP_STACK_FLOWS    "cw_stack_flows"
 #define CW_PIN_FROM_OVERLAY   "from_overlay"
 #define CW_PIN_TO_OVERLAY     "to_overlay"
+#define CW_PIN_FROM_NETDEV    "from_netdev"
+#define CW_PIN_TO_NETDEV      "to_netdev"
 #define CW_MAP_IPCACHE        "cw_ipcache"
 #define CW_MAP_TUNNEL         "cw_tunnel"
 #define CW_MAP_CONFIG         "cw_config"
@@ -63,6 +65,8 @@
 #define CW_IDENTITY_INIT    5
 /* Another node of the mesh: its InternalIP's ipcache entry in tunnel mode. */
 #define CW_IDENTITY_REMOTE_NODE 6
+/* Below this, identities are reserved (DESIGN.md); from here on, pods. */
+#define CW_IDENTITY_FIRST_ALLOCATED 256
 
 /* Local endpoint: a pod interface on this node, keyed by its IPv4 address. */
 struct cw_endpoint_key {
@@ -123,11 +127,14 @@ struct cw_metrics_value {
 #define CW_MAX_METRICS 512
 
 /*
- * Flows between local pods that the host stack forwarded (and so possibly
- * NATed: a hostPort, a kube-proxy ClusterIP).  Keyed by the tuple of the
- * *reply* as the replying pod sends it, so from_container hands replies back
- * to the stack, whose conntrack undoes the NAT, instead of redirecting them
- * straight to the client.  LRU: an idle flow ages out.
+ * Flows whose replies must go through the host stack: flows between local
+ * pods that the stack forwarded (and so possibly NATed: a hostPort, a
+ * kube-proxy ClusterIP), and any flow the stack destination-NATed
+ * (CW_MARK_STACK_NAT).  Keyed by the tuple of the *reply* as it arrives at
+ * a fast path (from_container, from_overlay, from_netdev), which then hands
+ * it to the stack, whose conntrack undoes the NAT, instead of redirecting it
+ * straight to the client.  LRU: an idle flow ages out; a NATed flow's
+ * entry is refreshed by every packet of its forward direction.
  */
 struct cw_flow_key {
 	__be32 saddr;
@@ -146,6 +153,18 @@ struct cw_flow_key {
  * clear of kube-proxy's 0x4000/0x8000 and Cilium's 0x0f00 ranges.
  */
 #define CW_MARK_REDIRECTED 0x00200000
+
+/*
+ * skb->mark bit the helper's iptables rule (mangle POSTROUTING, "-m
+ * conntrack --ctstate DNAT") sets on every packet of a flow the host stack
+ * destination-NATed: a hostPort, a kube-proxy ClusterIP or NodePort, any
+ * DNAT rule of the node's own.  The programs on the way out (to_container,
+ * to_overlay, to_netdev) learn the flow's reply tuple into cw_stack_flows
+ * from it, so the fast paths (from_container's FIB redirect, from_overlay
+ * and from_netdev's delivery) leave the replies to the stack, whose
+ * conntrack undoes the NAT.
+ */
+#define CW_MARK_STACK_NAT 0x00400000
 
 /*
  * ipcache: every pod IP of the mesh the helper knows (from the ip/v1 records

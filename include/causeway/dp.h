@@ -17,6 +17,8 @@ struct cw_dp {
 	int prog_to_container;
 	int prog_from_overlay;
 	int prog_to_overlay;
+	int prog_from_netdev;
+	int prog_to_netdev;
 	int map_endpoints;
 	int map_metrics;
 	int map_ipcache;

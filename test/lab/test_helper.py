@@ -1291,3 +1291,79 @@ def test_tunnel_host_network_and_pods_across_nodes(make_lab):
         for p in procs:
             p.kill()
             p.wait()
+
+
+# --- native routing past the stack, and the flows the stack NATs ----------------------------
+
+MANGLE_JUMP = ["-t", "mangle", "-D", "POSTROUTING", "-m", "comment", "--comment",
+               "causeway: mark flows the stack destination-NATs", "-j", "CAUSEWAY-MANGLE"]
+COUNT_TAG = "cw-test-count"
+
+
+def forward_count(n):
+    """Packets node n's filter FORWARD chain counted with the test's counting rules."""
+    out = n.sh("iptables-save", "-c", "-t", "filter").stdout
+    return sum(int(line.split("]")[0].split(":")[0].lstrip("["))
+               for line in out.splitlines() if COUNT_TAG in line)
+
+
+@pytest.mark.parametrize("routing", ["native", "tunnel"])
+def test_stack_nat_flows_and_the_fast_path(make_lab, routing):
+    """Pod-to-pod traffic between nodes never passes the nodes' forwarding path in native
+    mode (from_container redirects by the FIB, from_netdev delivers; in tunnel mode the tunnel
+    always did), yet flows the host stack destination-NATs keep working both ways, since
+    their packets are marked in mangle POSTROUTING and the datapath leaves their replies to
+    the stack: a "ClusterIP" DNAT rule of node1's (kube-proxy's kind of rule) from a pod of
+    node1 to a pod of node3, and a "hostPort" DNAT rule on node1's address from a pod of
+    node3 to a pod of node1.  The control: without the mark's jump on node1 a new flow
+    through the ClusterIP rule gets no answer (the reply reaches the pod un-NATed); a
+    restarted helper puts the jump back."""
+    h = up(make_lab, routing)
+    pods = pods_on_every_node(h)
+    n1, n3 = h.nodes[0], h.nodes[2]
+    p1_ip, p3_ip = pods["p1"]["status"]["podIP"], pods["p3"]["status"]["podIP"]
+    p1, p3 = NETNS_DIR / h.netns_of("p1"), NETNS_DIR / h.netns_of("p3")
+    vip = "10.99.200.1"
+    procs = [peer_server(p3, p3_ip, 7071), peer_server(p1, p1_ip, 7072)]
+    try:
+        mangle = n1.sh("iptables-save", "-t", "mangle").stdout
+        assert ("-A CAUSEWAY-MANGLE -m conntrack --ctstate DNAT --ctdir ORIGINAL "
+                f"-j MARK --set-xmark 0x400000/0x400000") in mangle, mangle
+
+        # pod to pod: not one packet through either node's FORWARD chain in native mode
+        for n in (n1, n3):
+            for s, d in ((p1_ip, p3_ip), (p3_ip, p1_ip)):
+                n.sh("iptables", "-I", "FORWARD", "-s", s, "-d", d, "-m", "comment",
+                     "--comment", COUNT_TAG)
+        assert ask_from(p1, p3_ip, 7071) == p1_ip
+        r = h.in_pod("p1", "ping", "-c", "3", "-i", "0.1", "-W", "2", p3_ip, check=False)
+        assert r.returncode == 0, r.stdout
+        seen = {n.name: forward_count(n) for n in (n1, n3)}
+        if routing == "native":
+            assert seen == {n1.name: 0, n3.name: 0}, f"pod traffic went through FORWARD: {seen}"
+
+        # the stack's NAT, both directions of each flow through it
+        n1.sh("iptables", "-t", "nat", "-I", "PREROUTING", "-d", vip, "-p", "tcp", "--dport",
+              "80", "-j", "DNAT", "--to-destination", f"{p3_ip}:7071")
+        n1.sh("iptables", "-t", "nat", "-I", "PREROUTING", "-d", n1.ip, "-p", "tcp", "--dport",
+              "30080", "-j", "DNAT", "--to-destination", f"{p1_ip}:7072")
+        # pod to another node's address: masqueraded by node3 in native mode, tunnelled
+        # (the node address in the ipcache) in tunnel mode
+        hostport_src = n3.ip if routing == "native" else p3_ip
+        for _ in range(3):
+            assert ask_from(p1, vip, 80) == p1_ip, "the ClusterIP-like DNAT flow failed"
+            assert ask_from(p3, n1.ip, 30080) == hostport_src, "the hostPort-like DNAT flow failed"
+
+        n1.sh("iptables", *MANGLE_JUMP)
+        assert ask_from(p1, vip, 80) is None, \
+            "a DNAT flow worked without the mark: the test proves nothing"
+        h.stop_helpers(n1.name, kill=True)
+        h.start_helpers(n1.name)
+        h.wait(lambda: "-j CAUSEWAY-MANGLE" in n1.sh("iptables-save", "-t", "mangle").stdout,
+               20, "the restarted helper to put the jump back")
+        assert ask_from(p1, vip, 80) == p1_ip
+        assert ask_from(p3, n1.ip, 30080) == hostport_src
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

@@ -116,7 +116,14 @@ static void test_rules_and_when_they_run(void **state)
 				    /* the tunnel's packets skip conntrack */
 				    "*raw\n:CAUSEWAY-RAW - [0:0]\n"
 				    "-A CAUSEWAY-RAW -p udp -m udp --dport 8472 -j CT --notrack\n"
-				    "COMMIT\n"));
+				    "COMMIT\n"
+				    /* flows the stack destination-NATs are marked for the datapath */
+				    "*mangle\n:CAUSEWAY-MANGLE - [0:0]\n"
+				    "-A CAUSEWAY-MANGLE -m conntrack --ctstate DNAT --ctdir ORIGINAL "
+				    "-j MARK --or-mark 0x400000\nCOMMIT\n"));
+	assert_non_null(strstr(log, "iptables -w 5 -t mangle -A POSTROUTING -m comment --comment "
+				    "causeway: mark flows the stack destination-NATs -j "
+				    "CAUSEWAY-MANGLE\n"));
 	assert_non_null(strstr(log, "iptables -w 5 -t raw -A PREROUTING -m comment --comment "
 				    "causeway: no conntrack for VXLAN between nodes -j CAUSEWAY-RAW\n"));
 	assert_non_null(strstr(log, "iptables -w 5 -t raw -A OUTPUT -m comment --comment "
@@ -147,12 +154,26 @@ static void test_rules_and_when_they_run(void **state)
 	assert_non_null(strstr(log, "-d 10.10.2.0/24 -j RETURN"));
 	assert_int_equal(m.updates, 3);
 
-	/* no PodCIDR yet, or masquerading off: nothing runs */
+	/* no PodCIDR yet: nothing runs */
 	unlink(logpath);
 	assert_int_equal(cw_masq_sync(&m, (struct cw_prefix4){ 0 }, cidrs, 4, 999999), 0);
-	m.enabled = false;
-	assert_int_equal(cw_masq_sync(&m, P("10.10.1.0/24"), cidrs, 1, 999999), 0);
 	assert_string_equal(slurp(), "");
+	cw_masq_clear(&m);
+
+	/*
+	 * masquerading off: no nat rules and no nat jump, but the tunnel's
+	 * NOTRACK and the DNAT mark all the same
+	 */
+	m = (struct cw_masq){ .enabled = false, .iptables_dir = dir };
+	unlink(logpath);
+	assert_int_equal(cw_masq_sync(&m, P("10.10.1.0/24"), cidrs, 1, 999999), 0);
+	log = slurp();
+	assert_non_null(strstr(log, "restore -w 5 --noflush\n*raw\n"));
+	assert_non_null(strstr(log, "*mangle\n"));
+	assert_null(strstr(log, "*nat"));
+	assert_null(strstr(log, "-t nat"));
+	assert_non_null(strstr(log, "-t raw -A PREROUTING"));
+	assert_non_null(strstr(log, "-t mangle -A POSTROUTING"));
 	cw_masq_clear(&m);
 }
 
@@ -164,8 +185,9 @@ static void test_errors_name_the_problem(void **state)
 
 	(void)state;
 	assert_int_equal(cw_masq_sync(&m, P("10.10.1.0/24"), &c, 1, 1000), -ENOENT);
-	assert_string_equal(m.error, "masquerade: iptables-restore not found (install iptables, "
-				     "or run with --no-masquerade)");
+	assert_string_equal(m.error, "iptables: iptables-restore not found (install iptables: "
+				     "without it the node can neither masquerade nor tell which "
+				     "flows the stack NATs)");
 	assert_int_equal(m.failures, 1);
 	assert_int_equal(m.applied_ms, 0);
 
@@ -175,7 +197,7 @@ static void test_errors_name_the_problem(void **state)
 		 "exit 2\n");
 	script("iptables-restore", body);
 	assert_int_equal(cw_masq_sync(&m, P("10.10.1.0/24"), &c, 1, 1000), -EIO);
-	assert_string_equal(m.error, "masquerade: iptables-restore exited with 2: iptables-restore "
+	assert_string_equal(m.error, "iptables: iptables-restore exited with 2: iptables-restore "
 				     "v1.8.9 (nf_tables): Chain MASQUERADE does not exist");
 	assert_int_equal(m.failures, 2);
 
