@@ -90,15 +90,25 @@ int cw_datapath_setup(struct cw_node *n)
 	/*
 	 * Native routing past the stack (bpf/netdev.bpf.c): pods' packets from
 	 * other nodes go straight to their veth, and the flows the stack NATs
-	 * on their way out are learnt so their replies are left to it.
-	 * Attached in every mode: in tunnel mode only host traffic to pods
-	 * arrives here, and the NAT learning matters to the tunnel too.
+	 * on their way out of the underlay are learnt so their replies are
+	 * left to it.  Not in tunnel mode, where no pod traffic crosses the
+	 * underlay device unencapsulated (NATed flows to other nodes' pods
+	 * leave through cw_vxlan, where to_overlay learns them) and the two
+	 * programs would only cost every tunnel packet their run (~50-100 ns
+	 * each); a node switched to tunnel mode has them taken off.
 	 */
-	rc = cw_tc_attach(n->underlay_ifindex, n->dp->prog_from_netdev, true);
-	if (!rc)
-		rc = cw_tc_attach(n->underlay_ifindex, n->dp->prog_to_netdev, false);
+	if (n->o.routing == CW_ROUTING_TUNNEL) {
+		rc = cw_tc_detach(n->underlay_ifindex, true);
+		if (!rc)
+			rc = cw_tc_detach(n->underlay_ifindex, false);
+	} else {
+		rc = cw_tc_attach(n->underlay_ifindex, n->dp->prog_from_netdev, true);
+		if (!rc)
+			rc = cw_tc_attach(n->underlay_ifindex, n->dp->prog_to_netdev, false);
+	}
 	if (rc) {
-		pr_err("datapath: cannot attach from_netdev/to_netdev to %s: %s", n->underlay_dev,
+		pr_err("datapath: cannot %s from_netdev/to_netdev on %s: %s",
+		       n->o.routing == CW_ROUTING_TUNNEL ? "detach" : "attach", n->underlay_dev,
 		       strerror(-rc));
 		return rc;
 	}

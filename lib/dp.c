@@ -397,6 +397,18 @@ int cw_tc_attach(int ifindex, int prog_fd, bool ingress)
 	return err;
 }
 
+int cw_tc_detach(int ifindex, bool ingress)
+{
+	struct bpf_tc_hook hook;
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = CW_TC_HANDLE, .priority = CW_TC_PRIORITY);
+	int err;
+
+	tc_hook(&hook, ifindex, ingress);
+	err = bpf_tc_detach(&hook, &opts);
+	/* no clsact qdisc (EINVAL), or no filter at our handle (ENOENT): detached */
+	return err == -ENOENT || err == -EINVAL ? 0 : err;
+}
+
 int cw_tc_query(int ifindex, bool ingress, __u32 *prog_id)
 {
 	struct bpf_tc_hook hook;

@@ -16,6 +16,7 @@
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 
+#include "eth.h"
 #include "ipv4.h"
 #include "metrics.h"
 
@@ -36,6 +37,7 @@ static __always_inline int cw_fib_redirect(struct __sk_buff *skb, struct iphdr *
 {
 	struct bpf_fib_lookup p = {};
 	struct bpf_redir_neigh nh = {};
+	__u8 macs[2 * ETH_ALEN]; /* destination, then source, as in the header */
 	long rc;
 
 	if (ip->ttl <= 1)
@@ -61,8 +63,9 @@ static __always_inline int cw_fib_redirect(struct __sk_buff *skb, struct iphdr *
 		nh.ipv4_nh = p.ipv4_dst; /* the lookup left the next hop here */
 		return (int)bpf_redirect_neigh(p.ifindex, &nh, sizeof(nh), 0);
 	}
-	if (bpf_skb_store_bytes(skb, 0, p.dmac, ETH_ALEN, 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_ALEN, p.smac, ETH_ALEN, 0) < 0)
+	cw_mac_copy(macs, p.dmac);
+	cw_mac_copy(macs + ETH_ALEN, p.smac);
+	if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0) < 0)
 		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
 	return (int)bpf_redirect(p.ifindex, 0);
 }

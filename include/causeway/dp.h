@@ -54,6 +54,8 @@ int cw_dp_load(const char *bpf_root, const char *lock_dir);
 int cw_dp_unpin(const char *bpf_root);
 
 int cw_tc_attach(int ifindex, int prog_fd, bool ingress);
+/* Removes the filter at Causeway's handle; 0 when there was none. */
+int cw_tc_detach(int ifindex, bool ingress);
 /* *prog_id = 0 when nothing is attached at Causeway's handle. */
 int cw_tc_query(int ifindex, bool ingress, __u32 *prog_id);
 int cw_prog_id(int prog_fd, __u32 *id);

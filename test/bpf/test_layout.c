@@ -27,6 +27,7 @@
 #pragma GCC diagnostic ignored "-Wcast-qual"
 #include "lxc.skel.h"
 #include "overlay.skel.h"
+#include "netdev.skel.h"
 #pragma GCC diagnostic pop
 
 #define MEMBER(type, m) { #m, offsetof(struct type, m), sizeof(((struct type *)0)->m) }
@@ -151,10 +152,11 @@ static void test_user_space_offsets(void **state)
 	assert_int_equal(offsetof(struct cw_ct4_entry, expires), 12);
 }
 
-/* Both objects, which share every map through their pins. */
+/* Every object, which share every map through their pins. */
 struct objs {
 	struct lxc *lxc;
 	struct overlay *overlay;
+	struct netdev *netdev;
 };
 
 static int close_obj(void **state)
@@ -162,6 +164,7 @@ static int close_obj(void **state)
 	struct objs *o = *state;
 
 	if (o) {
+		netdev__destroy(o->netdev);
 		overlay__destroy(o->overlay);
 		lxc__destroy(o->lxc);
 		free(o);
@@ -179,7 +182,8 @@ static int open_obj(void **state)
 		return -1;
 	o->lxc = lxc__open();
 	o->overlay = overlay__open();
-	if (!o->lxc || !o->overlay) {
+	o->netdev = netdev__open();
+	if (!o->lxc || !o->overlay || !o->netdev) {
 		close_obj(state);
 		*state = NULL;
 		return -1;
@@ -231,6 +235,7 @@ static void test_btf_matches(void **state)
 
 	btf_matches(o->lxc->obj);
 	btf_matches(o->overlay->obj);
+	btf_matches(o->netdev->obj);
 }
 
 static void assert_map(struct bpf_map *m, const char *name, enum bpf_map_type type, size_t key_size,
@@ -324,6 +329,19 @@ static void test_maps(void **state)
 		   sizeof(struct cw_flow_key), sizeof(__u8), CW_MAX_STACK_FLOWS, 0);
 	assert_string_equal(bpf_program__name(ov->progs.from_overlay), CW_PIN_FROM_OVERLAY);
 	assert_int_equal(bpf_program__type(ov->progs.from_overlay), BPF_PROG_TYPE_SCHED_CLS);
+	assert_string_equal(bpf_program__name(ov->progs.to_overlay), CW_PIN_TO_OVERLAY);
+	assert_int_equal(bpf_program__type(ov->progs.to_overlay), BPF_PROG_TYPE_SCHED_CLS);
+
+	/* the underlay device's programs deliver to endpoints and learn stack flows */
+	assert_map(o->netdev->maps.cw_endpoints, CW_MAP_ENDPOINTS, BPF_MAP_TYPE_HASH,
+		   sizeof(struct cw_endpoint_key), sizeof(struct cw_endpoint_info), CW_MAX_ENDPOINTS,
+		   BPF_F_NO_PREALLOC);
+	assert_map(o->netdev->maps.cw_stack_flows, CW_MAP_STACK_FLOWS, BPF_MAP_TYPE_LRU_HASH,
+		   sizeof(struct cw_flow_key), sizeof(__u8), CW_MAX_STACK_FLOWS, 0);
+	assert_string_equal(bpf_program__name(o->netdev->progs.from_netdev), CW_PIN_FROM_NETDEV);
+	assert_string_equal(bpf_program__name(o->netdev->progs.to_netdev), CW_PIN_TO_NETDEV);
+	assert_int_equal(bpf_program__type(o->netdev->progs.from_netdev), BPF_PROG_TYPE_SCHED_CLS);
+	assert_int_equal(bpf_program__type(o->netdev->progs.to_netdev), BPF_PROG_TYPE_SCHED_CLS);
 }
 
 /* Drop reasons live apart from TC_ACT_* verdicts and fit the u8 key field,

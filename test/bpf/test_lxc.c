@@ -23,6 +23,7 @@
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wcast-qual"
 #include "overlay.skel.h"
+#include "netdev.skel.h"
 #pragma GCC diagnostic pop
 
 #define VETH "cwtestveth0"
@@ -44,6 +45,7 @@ struct pod {
 static struct {
 	struct lxc *skel;
 	struct overlay *overlay;
+	struct netdev *netdev;
 	struct cw_dp dp;
 	int from_fd, to_fd, flows_fd, overlay_fd;
 	int veth_ifindex;
@@ -77,6 +79,23 @@ static int group_setup(void **state)
 	}
 	if (bt_check_pins("test_lxc", "loading from_overlay", t.skel->obj, &pins))
 		return -1;
+	/* and so do the underlay device's programs */
+	t.netdev = netdev__open();
+	if (!t.netdev)
+		return -1;
+	bpf_object__for_each_map(map, t.netdev->obj) {
+		struct bpf_map *own = bpf_object__find_map_by_name(t.skel->obj, bpf_map__name(map));
+
+		if (!own || bpf_map__reuse_fd(map, bpf_map__fd(own)) ||
+		    bpf_map__set_pin_path(map, NULL))
+			return -1;
+	}
+	if (netdev__load(t.netdev)) {
+		fprintf(stderr, "test_lxc: loading from_netdev failed\n");
+		return -1;
+	}
+	if (bt_check_pins("test_lxc", "loading from_netdev", t.skel->obj, &pins))
+		return -1;
 
 	t.from_fd = t.dp.prog_from_container;
 	t.to_fd = t.dp.prog_to_container;
@@ -100,6 +119,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
 	(void)state;
+	netdev__destroy(t.netdev);
 	overlay__destroy(t.overlay);
 	lxc__destroy(t.skel);
 	return bt_teardown(VETH, t.veth_ifindex);
@@ -688,6 +708,87 @@ static void test_stack_flow_only_local_sources(void **state)
 
 /* --- cross-node: ipcache, tunnel map, config --- */
 
+/*
+ * from_netdev (the underlay device's ingress): a packet for a local pod,
+ * addressed to this host's MAC, goes to the pod's veth as from_overlay's
+ * do; a frame for another MAC, a packet for no local pod, and a flow the
+ * stack NATed go up the stack unchanged.  The test runs on lo, whose
+ * address is all zeros: a zero destination MAC is "this host".
+ */
+static void test_netdev_delivers_to_local_pod(void **state)
+{
+	static const uint8_t lo_mac[6] = { 0 };
+	struct pkt in, *out;
+	struct run r;
+
+	(void)state;
+	flows_clear();
+	build(&in, mac_a_pod, lo_mac, "10.9.9.9", t.b.ip, 64);
+	r = run_prog(bpf_program__fd(t.netdev->progs.from_netdev), &in, sizeof(in), 1);
+	assert_int_equal(r.err, 0);
+	assert_int_equal(r.retval, TC_ACT_REDIRECT);
+	out = (struct pkt *)r.out;
+	assert_memory_equal(out->eth.h_dest, mac_b_pod, 6);
+	assert_memory_equal(out->eth.h_source, mac_b_host, 6);
+	assert_int_equal(out->ip.ttl, 63);
+	assert_int_equal(csum_fold(&out->ip, sizeof(out->ip)), 0xffff);
+	assert_int_equal(r.mark & CW_MARK_REDIRECTED, CW_MARK_REDIRECTED);
+
+	/* another host's frame on a flooding segment */
+	build(&in, mac_a_pod, mac_b_host, "10.9.9.9", t.b.ip, 64);
+	r = run_prog(bpf_program__fd(t.netdev->progs.from_netdev), &in, sizeof(in), 1);
+	assert_int_equal(r.retval, TC_ACT_OK);
+	assert_memory_equal(r.out, &in, sizeof(in));
+	/* no local pod */
+	build(&in, mac_a_pod, lo_mac, "10.9.9.9", "10.1.0.99", 64);
+	r = run_prog(bpf_program__fd(t.netdev->progs.from_netdev), &in, sizeof(in), 1);
+	assert_int_equal(r.retval, TC_ACT_OK);
+	assert_memory_equal(r.out, &in, sizeof(in));
+	/* the reply of a flow the stack NATed on its way out */
+	build(&in, mac_a_pod, lo_mac, "10.9.9.9", t.b.ip, 64);
+	{
+		struct cw_flow_key k = flow("10.9.9.9", t.b.ip, 40000, 80, IPPROTO_TCP);
+		__u8 one = 1;
+
+		assert_int_equal(bpf_map_update_elem(t.flows_fd, &k, &one, BPF_ANY), 0);
+	}
+	r = run_prog(bpf_program__fd(t.netdev->progs.from_netdev), &in, sizeof(in), 1);
+	assert_int_equal(r.retval, TC_ACT_OK);
+	assert_memory_equal(r.out, &in, sizeof(in));
+	flows_clear();
+}
+
+/*
+ * The packets the stack destination-NATed carry CW_MARK_STACK_NAT (the
+ * helper's mangle rule): to_netdev, to_overlay and to_container learn the
+ * reply's tuple and clear the bit; unmarked packets teach nothing.
+ */
+static void test_stack_nat_mark_learnt(void **state)
+{
+	int progs[] = { bpf_program__fd(t.netdev->progs.to_netdev),
+			bpf_program__fd(t.overlay->progs.to_overlay), t.to_fd };
+	struct pkt in;
+	struct run r;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(progs) / sizeof(progs[0]); i++) {
+		flows_clear();
+		/* a pod's flow to a "ClusterIP", DNATed to 10.9.9.9:8080 by the stack */
+		build(&in, mac_a_host, mac_a_pod, "10.9.9.9", t.b.ip, 64);
+		set_ports(&in, 8080, 40000);
+		r = run_mark(progs[i], &in, sizeof(in), 1, 0x4000);
+		assert_int_equal(r.err, 0);
+		assert_int_equal(flows_count(), 0);
+		r = run_mark(progs[i], &in, sizeof(in), 1, 0x4000 | CW_MARK_STACK_NAT);
+		assert_int_equal(r.err, 0);
+		assert_int_equal(r.mark & CW_MARK_STACK_NAT, 0);
+		assert_int_equal(r.mark & 0x4000, 0x4000);
+		assert_true(flow_present(flow(t.b.ip, "10.9.9.9", 40000, 8080, IPPROTO_TCP)));
+		assert_int_equal(flows_count(), 1);
+	}
+	flows_clear();
+}
+
 static void ipcache_put(const char *ip, __u8 plen, __u32 identity, const char *tunnel_ip)
 {
 	struct cw_ipcache_info info = { .identity = identity, .tunnel_ip = tunnel_ip ? ip4(tunnel_ip) : 0 };
@@ -1087,6 +1188,8 @@ int main(void)
 		cmocka_unit_test(test_stack_flow_reply_goes_to_stack),
 		cmocka_unit_test(test_stack_flow_portless_and_fragments),
 		cmocka_unit_test(test_stack_flow_only_local_sources),
+		cmocka_unit_test(test_netdev_delivers_to_local_pod),
+		cmocka_unit_test(test_stack_nat_mark_learnt),
 		cmocka_unit_test_teardown(test_tunnel_without_device, tunnel_teardown),
 		cmocka_unit_test_teardown(test_native_goes_to_stack, tunnel_teardown),
 		cmocka_unit_test_teardown(test_tunnel_redirect, tunnel_teardown),
