@@ -52,11 +52,25 @@ static struct {
 	struct pod a, b;
 } t;
 
+/* @obj (opened, not loaded) uses lxc's map instances, unpinned, as a node's pins make it. */
+static int share_maps(struct bpf_object *obj)
+{
+	struct bpf_map *map;
+
+	bpf_object__for_each_map(map, obj) {
+		struct bpf_map *own = bpf_object__find_map_by_name(t.skel->obj, bpf_map__name(map));
+
+		if (!own || bpf_map__reuse_fd(map, bpf_map__fd(own)) ||
+		    bpf_map__set_pin_path(map, NULL))
+			return -1;
+	}
+	return 0;
+}
+
 static int group_setup(void **state)
 {
 	struct cw_endpoint_info got;
 	struct bt_pins pins;
-	struct bpf_map *map;
 
 	(void)state;
 	if (bt_setup("test_lxc", VETH, VETH_PEER, &t.skel, &pins, &t.dp, &t.veth_ifindex))
@@ -64,15 +78,8 @@ static int group_setup(void **state)
 
 	/* from_overlay shares lxc's maps, as the pins make it share them on a node */
 	t.overlay = overlay__open();
-	if (!t.overlay)
+	if (!t.overlay || share_maps(t.overlay->obj))
 		return -1;
-	bpf_object__for_each_map(map, t.overlay->obj) {
-		struct bpf_map *own = bpf_object__find_map_by_name(t.skel->obj, bpf_map__name(map));
-
-		if (!own || bpf_map__reuse_fd(map, bpf_map__fd(own)) ||
-		    bpf_map__set_pin_path(map, NULL))
-			return -1;
-	}
 	if (overlay__load(t.overlay)) {
 		fprintf(stderr, "test_lxc: loading from_overlay failed\n");
 		return -1;
@@ -81,15 +88,8 @@ static int group_setup(void **state)
 		return -1;
 	/* and so do the underlay device's programs */
 	t.netdev = netdev__open();
-	if (!t.netdev)
+	if (!t.netdev || share_maps(t.netdev->obj))
 		return -1;
-	bpf_object__for_each_map(map, t.netdev->obj) {
-		struct bpf_map *own = bpf_object__find_map_by_name(t.skel->obj, bpf_map__name(map));
-
-		if (!own || bpf_map__reuse_fd(map, bpf_map__fd(own)) ||
-		    bpf_map__set_pin_path(map, NULL))
-			return -1;
-	}
 	if (netdev__load(t.netdev)) {
 		fprintf(stderr, "test_lxc: loading from_netdev failed\n");
 		return -1;
