@@ -46,24 +46,6 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /*
- * A flow whose replies the stack must see (lib/stackflow.h): the verdict
- * that hands this packet to it (or drops a cut header), -1 when the flow is
- * not the stack's.
- */
-static __always_inline int to_stack_if_its_flow(struct __sk_buff *skb, const struct iphdr *ip)
-{
-	int rc = cw_stack_flow(skb, ip);
-
-	if (rc < 0)
-		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
-	if (rc) {
-		cw_count(skb, CW_REASON_FORWARDED, CW_DIR_EGRESS);
-		return TC_ACT_OK;
-	}
-	return -1;
-}
-
-/*
  * A pod of the mesh that no tunnel carries (native routing, or a hybrid
  * node's same-segment peers): the FIB decides where it goes and the packet
  * is redirected there, past the host's forwarding path.  Anything else is
@@ -101,10 +83,15 @@ static __always_inline int ipv4_to_remote(struct __sk_buff *skb, struct iphdr *i
 		cw_count(skb, CW_REASON_FORWARDED, CW_DIR_EGRESS);
 		return TC_ACT_OK;
 	}
-	/* The stack NATed this flow's other direction: it must see this one. */
-	rc = to_stack_if_its_flow(skb, ip);
-	if (rc >= 0)
-		return rc;
+	/*
+	 * The stack NATed this flow's other direction, so it must see this
+	 * one; or the L4 header is too short to tell, which is the stack's to
+	 * judge too.
+	 */
+	if (cw_stack_flow(skb, ip) != 0) {
+		cw_count(skb, CW_REASON_FORWARDED, CW_DIR_EGRESS);
+		return TC_ACT_OK;
+	}
 	cfg = cw_node_config();
 	remote = cw_tunnel_endpoint(ip->daddr);
 	if (!remote) {
@@ -185,9 +172,13 @@ static __always_inline int handle_ipv4_from_container(struct __sk_buff *skb)
 	if (ip->ttl <= 1)
 		return cw_drop(skb, -CW_DROP_TTL_EXCEEDED, CW_DIR_EGRESS);
 
-	rc = to_stack_if_its_flow(skb, ip);
-	if (rc >= 0)
-		return rc;
+	rc = cw_stack_flow(skb, ip);
+	if (rc < 0)
+		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
+	if (rc) {
+		cw_count(skb, CW_REASON_FORWARDED, CW_DIR_EGRESS);
+		return TC_ACT_OK;
+	}
 	return cw_deliver_local(skb, ip, dst, CW_DIR_EGRESS);
 }
 
