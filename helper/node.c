@@ -200,94 +200,226 @@ static void id_scan(const struct cw_kv_pair *kv, void *arg)
 		s->found = id;
 }
 
-static int value_ref(const struct cw_kv_pair *kv, void *arg)
+/* A value/<labels>/<node> reference's identity, 0 when it names none of ours. */
+static uint32_t value_ref(const struct cw_kv_pair *kv, unsigned int cluster_id)
 {
-	struct id_search *s = arg;
 	char *end;
 	unsigned long v = strtoul(kv->value, &end, 10);
 
-	if (!s->found && *end == '\0' && v <= 0xffffff &&
-	    cw_identity_in_cluster((uint32_t)v, s->cluster_id))
-		s->found = (uint32_t)v;
+	if (*end == '\0' && end != kv->value && v <= 0xffffff &&
+	    cw_identity_in_cluster((uint32_t)v, cluster_id))
+		return (uint32_t)v;
 	return 0;
 }
 
 /*
- * The cluster-wide number for @labels: an existing id/<n> holding these
- * labels, else a new one claimed by a transaction that succeeds only if
- * neither id/<n> nor any value/<labels>/ reference exists, so two nodes
- * racing for the same labels cannot both create one.  Either way this
- * node's reference value/<labels>/<node> is put under our lease.
+ * The cluster-wide number for a label set, resolved on the loop, one
+ * request at a time on the publication channel (n->pub_req), so an etcd
+ * that stopped answering holds nothing up:
+ *
+ *   an id/<n> of the mirror already holds these labels  -> REF
+ *   else TXN: claim the lowest free local id, putting id/<n> and our
+ *        value/<labels>/<node> reference (under the lease) only if
+ *        neither id/<n> nor any value/<labels>/ reference exists, so two
+ *        nodes racing for one label set cannot both create one -> done
+ *   lost: GET id/<n>: ours after all (these labels)      -> REF
+ *         LIST value/<labels>/: another node's number    -> REF
+ *         neither: the id is someone else's; next free one -> TXN
+ *   REF: put our value/<labels>/<node> reference         -> done
+ *
+ * Done, the endpoint that asked (found again by container and interface)
+ * takes the identity if its labels are still these, and its record is
+ * published next.  Any failure, or a lease replaced meanwhile, starts over
+ * at the next publication pass.
  */
-static int identity_resolve(struct cw_node *n, const char *labels, uint32_t *out)
+static void id_reset(struct cw_node *n)
 {
-	static const size_t bitmap_len = 65536 / 8;
-	struct id_search s = { .labels = labels, .cluster_id = n->o.cluster_id };
-	char vprefix[CW_LABELS_MAX + 64], vend[CW_LABELS_MAX + 64], vkey[CW_LABELS_MAX + 320];
-	char idkey[64], idstr[16];
+	free(n->id_op.used);
+	memset(&n->id_op, 0, sizeof(n->id_op));
+}
+
+static void value_key(struct cw_node *n, const char *labels, char *buf, size_t len)
+{
+	snprintf(buf, len, CW_KEY_VALUE "%s/%s", labels, n->o.node_name);
+}
+
+static void pub_done(int rc, const char *body, size_t len, const char *why, void *arg);
+
+static int id_send(struct cw_node *n, enum cw_id_stage stage, const char *path, char *body)
+{
 	int rc;
 
-	snprintf(vprefix, sizeof(vprefix), CW_KEY_VALUE "%s/", labels);
-	snprintf(vkey, sizeof(vkey), "%s%s", vprefix, n->o.node_name);
-	rc = cw_kvp_prefix_end(vprefix, vend, sizeof(vend));
+	if (!body)
+		return -ENOMEM;
+	n->id_op.stage = stage;
+	n->pub_op.kind = CW_PUB_IDENTITY;
+	n->pub_op.lease = n->id_op.lease;
+	rc = cw_kv_req_start(n->pub_req, path, body, PUBLISH_REQ_TIMEOUT_MS, pub_done, n);
+	free(body);
+	return rc;
+}
+
+static int id_ref(struct cw_node *n)
+{
+	char vkey[CW_LABELS_MAX + 320], idstr[16];
+
+	value_key(n, n->id_op.labels, vkey, sizeof(vkey));
+	snprintf(idstr, sizeof(idstr), "%" PRIu32, n->id_op.found);
+	return id_send(n, CW_ID_REF, "/v3/kv/put",
+		       cw_kvp_put_req(vkey, idstr, strlen(idstr), n->id_op.lease));
+}
+
+/* The value/<labels>/ prefix and its range end. */
+static int value_prefix(const char *labels, char *prefix, size_t plen, char *end, size_t elen)
+{
+	snprintf(prefix, plen, CW_KEY_VALUE "%s/", labels);
+	return cw_kvp_prefix_end(prefix, end, elen);
+}
+
+/* The transaction for the next local id not known to be taken; -ENOSPC when none is left. */
+static int id_claim_next(struct cw_node *n)
+{
+	struct cw_id_op *op = &n->id_op;
+	char vprefix[CW_LABELS_MAX + 64], vend[CW_LABELS_MAX + 64], vkey[CW_LABELS_MAX + 320];
+	char idkey[64], idstr[16];
+	uint32_t local = op->candidate ? (op->candidate & 0xffff) + 1 : CW_IDENTITY_LOCAL_MIN;
+	struct cw_kvp_absent absent[2] = { { idkey, NULL }, { vprefix, vend } };
+	struct cw_kvp_put puts[2];
+	int rc;
+
+	while (local <= CW_IDENTITY_LOCAL_MAX && (op->used[local / 8] & (1u << (local & 7))))
+		local++;
+	if (local > CW_IDENTITY_LOCAL_MAX)
+		return -ENOSPC;
+	op->candidate = (uint32_t)n->o.cluster_id << 16 | local;
+	rc = value_prefix(op->labels, vprefix, sizeof(vprefix), vend, sizeof(vend));
 	if (rc)
 		return rc;
-	s.used = calloc(1, bitmap_len);
-	if (!s.used)
-		return -ENOMEM;
-	cw_kv_watch_foreach(n->w_ids, id_scan, &s);
-	for (uint32_t local = CW_IDENTITY_LOCAL_MIN; !s.found && local <= CW_IDENTITY_LOCAL_MAX;
-	     local++) {
-		uint32_t id = (uint32_t)n->o.cluster_id << 16 | local;
-		struct cw_kvp_absent absent[2] = { { idkey, NULL }, { vprefix, vend } };
-		struct cw_kvp_put puts[2];
-		struct cw_kv_pair p;
+	value_key(n, op->labels, vkey, sizeof(vkey));
+	snprintf(idkey, sizeof(idkey), CW_KEY_ID "%" PRIu32, op->candidate);
+	snprintf(idstr, sizeof(idstr), "%" PRIu32, op->candidate);
+	puts[0] = (struct cw_kvp_put){ idkey, op->labels, strlen(op->labels), 0 };
+	puts[1] = (struct cw_kvp_put){ vkey, idstr, strlen(idstr), op->lease };
+	return id_send(n, CW_ID_TXN, "/v3/kv/txn", cw_kvp_txn_req(absent, 2, puts, 2));
+}
 
-		if (s.used[local / 8] & (1u << (local & 7)))
-			continue;
-		snprintf(idkey, sizeof(idkey), CW_KEY_ID "%" PRIu32, id);
-		snprintf(idstr, sizeof(idstr), "%" PRIu32, id);
-		puts[0] = (struct cw_kvp_put){ idkey, labels, strlen(labels), 0 };
-		puts[1] = (struct cw_kvp_put){ vkey, idstr, strlen(idstr), n->lease };
-		rc = cw_kv_txn_if_absent(n->kv, absent, 2, puts, 2);
-		if (rc == 0) {
-			s.found = id;
-			n->c.identities_allocated++;
-			pr_info("identity: allocated %" PRIu32 " for %s", id, labels);
-			break;
-		}
-		if (rc != -EEXIST)
-			goto out;
-		/*
-		 * Lost a race: id/<n> is someone else's, or another node gave
-		 * these labels a number first (its value/ reference says which).
-		 */
-		if (cw_kv_get(n->kv, idkey, &p) == 0) {
-			if (strcmp(p.value, labels) == 0)
-				s.found = id;
-			cw_kv_pair_clear(&p);
-		}
-		if (!s.found) {
-			rc = cw_kv_list(n->kv, vprefix, 1, value_ref, &s, NULL);
-			if (rc && rc != -ENOENT)
-				goto out;
-		}
-		s.used[local / 8] |= (uint8_t)(1u << (local & 7));
-		rc = 0;
-	}
-	if (!s.found) {
-		rc = -ENOSPC;
+/* Starts resolving @labels for @ep: the first request goes out, or the mirror already says. */
+static int id_start(struct cw_node *n, const struct cw_local_ep *ep, const char *labels)
+{
+	struct cw_id_op *op = &n->id_op;
+	struct id_search s = { .labels = labels, .cluster_id = n->o.cluster_id };
+	int rc;
+
+	id_reset(n);
+	op->used = calloc(1, 65536 / 8);
+	if (!op->used)
+		return -ENOMEM;
+	snprintf(op->labels, sizeof(op->labels), "%s", labels);
+	snprintf(op->cid, sizeof(op->cid), "%s", ep->st.container_id);
+	snprintf(op->ifname, sizeof(op->ifname), "%s", ep->st.ifname);
+	op->lease = n->lease;
+	s.used = op->used;
+	cw_kv_watch_foreach(n->w_ids, id_scan, &s);
+	op->found = s.found;
+	rc = op->found ? id_ref(n) : id_claim_next(n);
+	if (rc == -ENOSPC)
 		cw_node_error(n, "identity: cluster %u has no free identity left for %s",
 			      n->o.cluster_id, labels);
-		goto out;
-	}
-	snprintf(idstr, sizeof(idstr), "%" PRIu32, s.found);
-	rc = cw_kv_put(n->kv, vkey, idstr, strlen(idstr), n->lease);
-	if (rc == 0)
-		*out = s.found;
-out:
-	free(s.used);
+	if (rc)
+		id_reset(n);
 	return rc;
+}
+
+static struct cw_local_ep *ep_find(struct cw_node *n, const char *cid, const char *ifname);
+static void release_labels(struct cw_node *n, const char *labels);
+static void unqueue_withdraw(struct cw_node *n, const char *key);
+
+/* The identity is ours (the reference is in): the endpoint takes it. */
+static void id_done(struct cw_node *n)
+{
+	struct cw_id_op *op = &n->id_op;
+	struct cw_local_ep *ep = ep_find(n, op->cid, op->ifname);
+	char labels[CW_LABELS_MAX], old[CW_LABELS_MAX], vkey[CW_LABELS_MAX + 320];
+
+	/* a release of this very reference queued while it was being put would undo it */
+	value_key(n, op->labels, vkey, sizeof(vkey));
+	unqueue_withdraw(n, vkey);
+	if (ep && ep_labels(n, ep, labels, sizeof(labels)) == 0 && strcmp(labels, op->labels) == 0) {
+		snprintf(old, sizeof(old), "%s", ep->labels);
+		snprintf(ep->labels, sizeof(ep->labels), "%s", op->labels);
+		ep->identity = op->found;
+		cw_datapath_update_endpoint(n, ep);
+		id_reset(n);
+		/* Relabelled: the old set may have lost its last local user. */
+		if (old[0] && strcmp(old, ep->labels) != 0)
+			release_labels(n, old);
+		return;
+	}
+	/* The pod went or was relabelled meanwhile: the reference may be nobody's. */
+	snprintf(labels, sizeof(labels), "%s", op->labels);
+	id_reset(n);
+	release_labels(n, labels);
+}
+
+/* An answer to one of the identity requests: the next step, or done. */
+static int id_answer(struct cw_node *n, const char *body, size_t len)
+{
+	struct cw_id_op *op = &n->id_op;
+	struct cw_kv_range_resp r = { 0 };
+	char err[256], idkey[64], vprefix[CW_LABELS_MAX + 64], vend[CW_LABELS_MAX + 64];
+	bool won = false;
+	int64_t rev = 0;
+	int rc = 0;
+
+	switch (op->stage) {
+	case CW_ID_TXN:
+		if (cw_kvp_parse_txn(body, len, &won, &rev, err, sizeof(err)))
+			break;
+		if (won) {
+			op->found = op->candidate;
+			n->c.identities_allocated++;
+			pr_info("identity: allocated %" PRIu32 " for %s", op->found, op->labels);
+			id_done(n);
+			return 0;
+		}
+		/* Lost: id/<n> is someone else's, or another node numbered these labels. */
+		snprintf(idkey, sizeof(idkey), CW_KEY_ID "%" PRIu32, op->candidate);
+		return id_send(n, CW_ID_GET, "/v3/kv/range",
+			       cw_kvp_range_req(idkey, NULL, 0, 0, false));
+	case CW_ID_GET:
+		if (cw_kvp_parse_range(body, len, &r, err, sizeof(err)))
+			break;
+		if (r.n && strcmp(r.kvs[0].value, op->labels) == 0)
+			op->found = op->candidate;
+		cw_kvp_range_clear(&r);
+		if (op->found)
+			return id_ref(n);
+		rc = value_prefix(op->labels, vprefix, sizeof(vprefix), vend, sizeof(vend));
+		if (rc)
+			return rc;
+		return id_send(n, CW_ID_LIST, "/v3/kv/range",
+			       cw_kvp_range_req(vprefix, vend, 1, 0, false));
+	case CW_ID_LIST:
+		if (cw_kvp_parse_range(body, len, &r, err, sizeof(err)))
+			break;
+		op->found = r.n ? value_ref(&r.kvs[0], n->o.cluster_id) : 0;
+		cw_kvp_range_clear(&r);
+		if (op->found)
+			return id_ref(n);
+		op->used[(op->candidate & 0xffff) / 8] |= (uint8_t)(1u << (op->candidate & 7));
+		rc = id_claim_next(n);
+		if (rc == -ENOSPC)
+			cw_node_error(n, "identity: cluster %u has no free identity left for %s",
+				      n->o.cluster_id, op->labels);
+		return rc;
+	case CW_ID_REF:
+		id_done(n);
+		return 0;
+	case CW_ID_IDLE:
+		return 0;
+	}
+	cw_node_error(n, "etcd: identity for %s: malformed answer: %s", op->labels, err);
+	return -EPROTO;
 }
 
 /* --- publication ------------------------------------------------------------ */
@@ -305,8 +437,7 @@ static void ip_key(struct in_addr ip, char *buf, size_t len)
  * each answer records what it achieved and asks for the next step.  What
  * an answer refers to is kept by value in n->pub_op, never as a pointer:
  * meanwhile the pod may have gone, its IP been taken by another pod, or
- * the lease been replaced.  Identity allocation (rare: a new label set)
- * still calls etcd directly.
+ * the lease been replaced.  Identity resolution takes the same channel.
  */
 static void pub_done(int rc, const char *body, size_t len, const char *why, void *arg);
 
@@ -345,7 +476,14 @@ static int publish_node(struct cw_node *n)
 	return rc;
 }
 
-/* A label set no local endpoint uses any more: drop our reference to it. */
+static void queue_withdraw_key(struct cw_node *n, const char *key);
+
+/*
+ * A label set no local endpoint uses any more: our reference to it goes
+ * (on the publication channel, after anything already queued).  Not while
+ * an identity for the same set is being resolved: its reference put would
+ * race the delete, and its end releases the set itself if nobody took it.
+ */
 static void release_labels(struct cw_node *n, const char *labels)
 {
 	char vkey[CW_LABELS_MAX + 320];
@@ -355,9 +493,10 @@ static void release_labels(struct cw_node *n, const char *labels)
 	for (struct cw_local_ep *e = n->eps; e; e = e->next)
 		if (strcmp(e->labels, labels) == 0)
 			return;
-	snprintf(vkey, sizeof(vkey), CW_KEY_VALUE "%s/%s", labels, n->o.node_name);
-	if (cw_kv_delete(n->kv, vkey, false))
-		pr_warn("identity: cannot drop %s: %s", vkey, cw_kv_error(n->kv));
+	if (n->id_op.stage != CW_ID_IDLE && strcmp(n->id_op.labels, labels) == 0)
+		return;
+	value_key(n, labels, vkey, sizeof(vkey));
+	queue_withdraw_key(n, vkey);
 }
 
 static int publish_ep(struct cw_node *n, struct cw_local_ep *ep)
@@ -369,21 +508,9 @@ static int publish_ep(struct cw_node *n, struct cw_local_ep *ep)
 	rc = ep_labels(n, ep, labels, sizeof(labels));
 	if (rc)
 		return rc;
-	if (strcmp(labels, ep->labels) != 0 || !ep->identity) {
-		char old[CW_LABELS_MAX];
-		uint32_t id = 0;
-
-		rc = identity_resolve(n, labels, &id);
-		if (rc)
-			return rc;
-		snprintf(old, sizeof(old), "%s", ep->labels);
-		snprintf(ep->labels, sizeof(ep->labels), "%s", labels);
-		ep->identity = id;
-		cw_datapath_update_endpoint(n, ep);
-		/* Relabelled: the old set may have lost its last local user. */
-		if (old[0] && strcmp(old, labels) != 0)
-			release_labels(n, old);
-	}
+	/* a new label set: its identity first (its answer asks for the record) */
+	if (strcmp(labels, ep->labels) != 0 || !ep->identity)
+		return id_start(n, ep, labels);
 	r.identity = ep->identity;
 	snprintf(r.k8s_namespace, sizeof(r.k8s_namespace), "%s", ep->st.pod_namespace);
 	snprintf(r.k8s_pod_name, sizeof(r.k8s_pod_name), "%s", ep->st.pod_name);
@@ -420,8 +547,25 @@ static void pub_done(int rc, const char *body, size_t len, const char *why, void
 	struct cw_local_ep *ep;
 	char a[16];
 
-	(void)body;
-	(void)len;
+	if (op->kind == CW_PUB_IDENTITY) {
+		if (!rc && n->id_op.lease != n->lease) {
+			id_reset(n); /* the reference would die with the old lease */
+		} else {
+			if (!rc)
+				rc = id_answer(n, body, len);
+			else
+				cw_node_error(n, "etcd: identity for %s: %s", n->id_op.labels, why);
+			if (rc) {
+				id_reset(n);
+				publish_retry(n);
+				return;
+			}
+			if (n->id_op.stage != CW_ID_IDLE)
+				return; /* the next step is out */
+		}
+		cw_timer_arm(n->t_publish, 0);
+		return;
+	}
 	if (rc) {
 		switch (op->kind) {
 		case CW_PUB_WITHDRAW:
@@ -434,6 +578,8 @@ static void pub_done(int rc, const char *body, size_t len, const char *why, void
 			cw_addr4_str(op->ip, a);
 			cw_node_error(n, "etcd: cannot publish endpoint %s: %s", a, why);
 			break;
+		case CW_PUB_IDENTITY:
+			break;
 		}
 		publish_retry(n);
 		return;
@@ -441,14 +587,7 @@ static void pub_done(int rc, const char *body, size_t len, const char *why, void
 	switch (op->kind) {
 	case CW_PUB_WITHDRAW:
 		/* new withdrawals go to the head: this one is wherever it is now */
-		for (struct cw_withdraw **p = &n->withdraw; *p; p = &(*p)->next)
-			if (strcmp((*p)->key, op->key) == 0) {
-				struct cw_withdraw *w = *p;
-
-				*p = w->next;
-				free(w);
-				break;
-			}
+		unqueue_withdraw(n, op->key);
 		break;
 	case CW_PUB_NODE:
 		/*
@@ -473,6 +612,8 @@ static void pub_done(int rc, const char *body, size_t len, const char *why, void
 			/* the pod went while its record was on its way: take it back */
 			queue_withdraw(n, op->ip);
 		}
+		break;
+	case CW_PUB_IDENTITY:
 		break;
 	}
 	cw_timer_arm(n->t_publish, 0);
@@ -526,8 +667,11 @@ static void on_publish(struct cw_loop *loop, void *arg)
 			char a[16];
 
 			cw_addr4_str(ep->st.ip, a);
-			cw_node_error(n, "etcd: cannot publish endpoint %s (%s/%s): %s", a,
-				      ep->st.pod_namespace, ep->st.pod_name, cw_kv_error(n->kv));
+			if (rc != -ENOSPC) /* id_start said which cluster ran out */
+				cw_node_error(n, "etcd: cannot publish endpoint %s (%s/%s): %s", a,
+					      ep->st.pod_namespace, ep->st.pod_name,
+					      cw_kv_error(n->kv)[0] ? cw_kv_error(n->kv) :
+					      strerror(-rc));
 			publish_retry(n);
 		}
 		return; /* one request at a time: its answer asks for the next */
@@ -691,17 +835,43 @@ static int scan_one(const struct cw_endpoint_state *st, void *arg)
 	return 0;
 }
 
-static void queue_withdraw(struct cw_node *n, struct in_addr ip)
+static void queue_withdraw_key(struct cw_node *n, const char *key)
 {
-	struct cw_withdraw *w = calloc(1, sizeof(*w));
+	struct cw_withdraw *w;
 
+	for (w = n->withdraw; w; w = w->next)
+		if (strcmp(w->key, key) == 0)
+			return; /* already on its way */
+	w = calloc(1, sizeof(*w));
 	if (!w) {
 		cw_node_error(n, "out of memory queueing a withdrawal");
 		return;
 	}
-	ip_key(ip, w->key, sizeof(w->key));
+	snprintf(w->key, sizeof(w->key), "%s", key);
 	w->next = n->withdraw;
 	n->withdraw = w;
+	cw_node_publish_soon(n);
+}
+
+static void queue_withdraw(struct cw_node *n, struct in_addr ip)
+{
+	char key[96];
+
+	ip_key(ip, key, sizeof(key));
+	queue_withdraw_key(n, key);
+}
+
+/* A queued withdrawal of @key no longer wanted (the key was put again). */
+static void unqueue_withdraw(struct cw_node *n, const char *key)
+{
+	for (struct cw_withdraw **p = &n->withdraw; *p; p = &(*p)->next)
+		if (strcmp((*p)->key, key) == 0) {
+			struct cw_withdraw *w = *p;
+
+			*p = w->next;
+			free(w);
+			return;
+		}
 }
 
 static void endpoints_rescan(struct cw_node *n)
@@ -1187,6 +1357,7 @@ static void read_boot_id(struct cw_node *n)
 
 static void node_free(struct cw_node *n)
 {
+	id_reset(n);
 	cw_api_stop(n);
 	cw_clusters_stop(n);
 	cw_masq_clear(&n->masq);

@@ -141,17 +141,36 @@ struct cw_lb_table {
 };
 
 /* An ip/v1 key to delete once etcd is reachable. */
+/* A key to delete from the local store: a withdrawn ip/v1 record, a released value/ reference. */
 struct cw_withdraw {
-	char key[96];
+	char key[CW_LABELS_MAX + 320];
 	struct cw_withdraw *next;
 };
 
 /* The publication request in flight (node.c): what its answer refers to, by value. */
-enum cw_pub_kind { CW_PUB_WITHDRAW, CW_PUB_NODE, CW_PUB_EP };
+enum cw_pub_kind { CW_PUB_WITHDRAW, CW_PUB_NODE, CW_PUB_EP, CW_PUB_IDENTITY };
+
+/*
+ * An identity being resolved for a label set, one etcd request at a time
+ * on the publication channel (node.c, "identities"): the transaction that
+ * claims a free number, the reads that tell who won a lost race, the
+ * reference put.
+ */
+enum cw_id_stage { CW_ID_IDLE, CW_ID_TXN, CW_ID_GET, CW_ID_LIST, CW_ID_REF };
+
+struct cw_id_op {
+	enum cw_id_stage stage;
+	char labels[CW_LABELS_MAX];
+	char cid[256], ifname[16];    /* the endpoint that asked, found again by */
+	int64_t lease;                /* the reference's lease */
+	uint32_t candidate;           /* the local id the transaction tries */
+	uint32_t found;               /* the identity, once known */
+	uint8_t *used;                /* bitmap of local ids known to be taken */
+};
 
 struct cw_pub_op {
 	enum cw_pub_kind kind;
-	char key[512];
+	char key[CW_LABELS_MAX + 320];
 	int64_t lease;                /* the put's lease */
 	struct in_addr ip;            /* CW_PUB_EP: the endpoint, found again by */
 	char cid[256], ifname[16];    /* ... its container and interface */
@@ -186,6 +205,7 @@ struct cw_node {
 	struct cw_kv_req *lease_req;  /* keepalives and grants, on the loop */
 	struct cw_kv_req *pub_req;    /* record publication, one request at a time */
 	struct cw_pub_op pub_op;
+	struct cw_id_op id_op;
 	uint64_t pub_gen;             /* bumped whenever something must be published again */
 	unsigned int publish_attempt;
 	bool node_published;

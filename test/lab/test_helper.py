@@ -768,10 +768,11 @@ def test_status_error_clears_after_etcd_recovers(shared):
 def test_frozen_etcd_does_not_hold_the_helper(shared):
     """The local etcd frozen (SIGSTOP: it accepts connections and answers nothing): every
     helper's socket keeps answering at once while its lease keepalives time out on the loop,
-    and while node1 withdraws the record of a pod deleted meanwhile (requests on the curl
-    multi handle, not blocking calls); status says so; once etcd answers again the error
-    clears and the withdrawal lands, the other pod of the same labels keeping its record.
-    (Allocating a new identity still blocks; nothing new is allocated here.)"""
+    while node1 withdraws the record of a pod deleted meanwhile, and while it resolves the
+    identity of a pod with a label set never seen before (requests on the curl multi handle,
+    not blocking calls); status says so; once etcd answers again the error clears, the
+    withdrawal lands (the other pod of the same labels keeping its record) and the new pod
+    gets its identity and its record."""
     h = shared
     node1 = h.nodes[0]
     for name in ("fz1", "fz2"):
@@ -785,6 +786,7 @@ def test_frozen_etcd_does_not_hold_the_helper(shared):
     worst = 0.0
     try:
         h.kube.delete("/api/v1/namespaces/default/pods/fz1")
+        h.add_pod("fz3", node1.name, {"app": "frozen-new-labels"})
         end = time.monotonic() + 2 * LEASE_TTL / 3 + 3
         while time.monotonic() < end:
             for n in h.nodes:
@@ -797,21 +799,35 @@ def test_frozen_etcd_does_not_hold_the_helper(shared):
         os.kill(pid, signal.SIGCONT)
     print(f"slowest status answer while etcd was frozen: {worst * 1000:.0f} ms")
     assert worst < 0.5, f"a status answer took {worst:.2f} s while etcd was frozen"
-    assert all("/v3/lease/keepalive" in e or "/v3/kv/deleterange" in e for e in errors.values()), errors
+    assert all(any(path in e for path in ("/v3/lease/keepalive", "/v3/kv/deleterange",
+                                          "/v3/kv/txn"))
+               for e in errors.values()), errors
     assert "fz1" not in still, f"fz1 still an endpoint of node1 after its deletion: {sorted(still)}"
+    assert "fz3" in still, f"fz3 not an endpoint of node1: {sorted(still)}"
     # A freeze longer than the lease's TTL expires it when etcd wakes: the helper then gets a
-    # new lease and publishes again, fz2 included (and fz1 not).
-    h.wait(lambda: gone not in h.etcd_get(K_IPS) and kept in h.etcd_get(K_IPS), 20,
-           "fz1's record withdrawn and fz2's there once etcd answers")
+    # new lease and publishes again, fz2 included (and fz1 not), and fz3 with a new identity.
+    fz3 = h.wait_pods(["fz3"])["fz3"]
+    new_key = K_IPS + fz3["status"]["podIP"]
+    h.wait(lambda: gone not in h.etcd_get(K_IPS) and kept in h.etcd_get(K_IPS)
+           and new_key in h.etcd_get(K_IPS), 20,
+           "fz1's record withdrawn, fz2's and fz3's there once etcd answers")
+    new_id = json.loads(h.etcd_get(K_IPS)[new_key]["value"])["ID"]
+    old_id = json.loads(h.etcd_get(K_IPS)[kept]["value"])["ID"]
+    assert new_id >> 16 == CLUSTER_ID and new_id & 0xffff >= 256 and new_id != old_id, \
+        (new_id, old_id)
     wait_until(lambda: all(n.status()["lastError"] == "" for n in h.nodes), 2 * LEASE_TTL / 3 + 6,
                "lastError to clear", diag=lambda: "\n".join(f"{n.name}: {n.status()['lastError']!r}"
                                                             for n in h.nodes))
     h.kube.delete("/api/v1/namespaces/default/pods/fz2")
+    h.kube.delete("/api/v1/namespaces/default/pods/fz3")
     # the shared lab as the next test expects it: streams back after the freeze, all published,
-    # fz2 gone everywhere
+    # fz2 and fz3 gone everywhere
     fz2 = f"{pods['fz2']['status']['podIP']}/32"
-    h.wait(lambda: all(h.healthy(n) and fz2 not in n.ipcache() for n in h.nodes)
-           and kept not in h.etcd_get(K_IPS), 30, "every helper healthy, fz2 gone, after the freeze")
+    fz3_ip = f"{fz3['status']['podIP']}/32"
+    h.wait(lambda: all(h.healthy(n) and fz2 not in n.ipcache() and fz3_ip not in n.ipcache()
+                       for n in h.nodes)
+           and kept not in h.etcd_get(K_IPS) and new_key not in h.etcd_get(K_IPS), 30,
+           "every helper healthy, fz2 and fz3 gone, after the freeze")
 
 
 def test_bad_records_change_nothing(shared):
