@@ -53,6 +53,7 @@ static void remote_free(struct cw_remote *r)
 	cw_kv_watch_free(r->w_synced);
 	cw_kv_watch_free(r->w_heartbeat);
 	cw_kv_req_free(r->probe);
+	cw_kv_req_free(r->connect);
 	cw_kv_free(r->kv);
 	cw_etcd_conf_clear(&r->conf);
 	cw_timer_del(r->t_retry);
@@ -166,39 +167,33 @@ static int check_cluster_config(struct cw_remote *r, const struct cw_kv_pair *p)
 	return rc;
 }
 
-static void on_retry(struct cw_loop *loop, void *arg)
+/* The cluster-config answered: check it, then mirror the cluster. */
+static void on_cluster_config(int rc, const char *body, size_t len, const char *why, void *arg)
 {
 	struct cw_remote *r = arg;
-	struct cw_kv_config kc;
-	struct cw_kv_pair p;
-	char key[128], prefix[128];
-	int rc;
+	struct cw_kv_range_resp resp = { 0 };
+	char key[128], prefix[128], err[256];
 
-	(void)loop;
-	if (!r->kv) {
-		cw_etcd_conf_to_kv(&r->conf, &kc);
-		kc.timeout_ms = 2000;
-		rc = cw_kv_new(&kc, &r->kv);
-		if (rc) {
-			remote_state(r, CW_REMOTE_REFUSED, "cannot set up the client: %s", strerror(-rc));
-			return;
-		}
-	}
 	snprintf(key, sizeof(key), CW_KEY_CLUSTER_CONFIG "%s", r->name);
-	rc = cw_kv_get(r->kv, key, &p);
-	if (rc == -ENOENT) {
+	if (!rc && cw_kvp_parse_range(body, len, &resp, err, sizeof(err))) {
+		rc = -EPROTO;
+		why = err;
+	}
+	if (!rc && !resp.n) {
 		/* A cluster that has not published itself yet, or a misnamed file. */
 		remote_state(r, CW_REMOTE_CONNECTING, "%s is absent: no cluster named %s there (yet)",
 			     key, r->name);
+		rc = -ENOENT;
 	} else if (rc) {
-		remote_state(r, CW_REMOTE_CONNECTING, "%s", cw_kv_error(r->kv));
+		remote_state(r, CW_REMOTE_CONNECTING, "%s", why);
 	}
 	if (rc) {
+		cw_kvp_range_clear(&resp);
 		cw_timer_arm(r->t_retry, cw_backoff_ms(r->attempt++, RETRY_BASE_MS, RETRY_CAP_MS));
 		return;
 	}
-	rc = check_cluster_config(r, &p);
-	cw_kv_pair_clear(&p);
+	rc = check_cluster_config(r, &resp.kvs[0]);
+	cw_kvp_range_clear(&resp);
 	if (rc) {
 		/* An id clash may clear when the other cluster goes: look again later. */
 		cw_timer_arm(r->t_retry, RETRY_CAP_MS);
@@ -226,6 +221,46 @@ static void on_retry(struct cw_loop *loop, void *arg)
 	}
 	r->attempt = 0;
 	remote_state(r, CW_REMOTE_CONNECTED, "id %u", r->id);
+}
+
+/*
+ * Connecting starts with a read of cilium/cluster-config/<name>, on the
+ * loop (cw_kv_req): a remote etcd that accepts connections and answers
+ * nothing costs this node nothing but the wait, however often it retries.
+ */
+static void on_retry(struct cw_loop *loop, void *arg)
+{
+	struct cw_remote *r = arg;
+	struct cw_kv_config kc;
+	char key[128], *body;
+	int rc;
+
+	(void)loop;
+	if (!r->kv) {
+		cw_etcd_conf_to_kv(&r->conf, &kc);
+		kc.timeout_ms = 2000;
+		rc = cw_kv_new(&kc, &r->kv);
+		if (rc) {
+			remote_state(r, CW_REMOTE_REFUSED, "cannot set up the client: %s", strerror(-rc));
+			return;
+		}
+	}
+	if (!r->connect && (rc = cw_kv_req_new(r->n->loop, r->kv, &r->connect))) {
+		remote_state(r, CW_REMOTE_REFUSED, "cannot set up the client: %s", strerror(-rc));
+		return;
+	}
+	if (cw_kv_req_busy(r->connect))
+		return; /* its answer decides */
+	snprintf(key, sizeof(key), CW_KEY_CLUSTER_CONFIG "%s", r->name);
+	body = cw_kvp_range_req(key, NULL, 0, 0, false);
+	rc = body ? cw_kv_req_start(r->connect, "/v3/kv/range", body, CW_REMOTE_PROBE_TIMEOUT_MS,
+				    on_cluster_config, r) : -ENOMEM;
+	free(body);
+	if (rc) {
+		remote_state(r, CW_REMOTE_CONNECTING, "cannot read %s: %s", key,
+			     cw_kv_error(r->kv)[0] ? cw_kv_error(r->kv) : strerror(-rc));
+		cw_timer_arm(r->t_retry, cw_backoff_ms(r->attempt++, RETRY_BASE_MS, RETRY_CAP_MS));
+	}
 }
 
 /* --- settled, usable, evicted ------------------------------------------------------ */

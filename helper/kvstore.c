@@ -180,11 +180,31 @@ static int post_once(struct cw_kv *kv, const char *endpoint, const char *path, c
 	return status == 200 ? 0 : -EPROTO;
 }
 
+/* What an /v3/auth/authenticate answer (@rc as post_once says) means: the token, or why not. */
+static int auth_answer(struct cw_kv *kv, const char *endpoint, int rc, const struct buf *resp)
+{
+	struct cw_kv_error e;
+	char err[256];
+
+	if (rc == -EPROTO && resp->data && cw_kvp_parse_error(resp->data, resp->len, &e)) {
+		kv->error_code = e.code;
+		rc = set_error(kv, -EACCES, "%s: authentication as %s refused: %s", endpoint,
+			       kv->cfg.username, e.message);
+	} else if (rc == -EPROTO) {
+		rc = set_error(kv, -EPROTO, "%s: authentication answered with an HTTP error",
+			       endpoint);
+	} else if (rc == 0 &&
+		   cw_kvp_parse_auth(resp->data, resp->len, kv->token, sizeof(kv->token), err,
+				     sizeof(err))) {
+		rc = set_error(kv, -EPROTO, "%s: %s", endpoint, err);
+	}
+	return rc;
+}
+
 static int authenticate(struct cw_kv *kv, const char *endpoint)
 {
-	char *body = cw_kvp_auth_req(kv->cfg.username, kv->cfg.password), err[256];
+	char *body = cw_kvp_auth_req(kv->cfg.username, kv->cfg.password);
 	struct buf resp = { 0 };
-	struct cw_kv_error e;
 	int rc;
 
 	if (!body)
@@ -192,14 +212,7 @@ static int authenticate(struct cw_kv *kv, const char *endpoint)
 	kv->token[0] = '\0';
 	rc = post_once(kv, endpoint, "/v3/auth/authenticate", body, &resp);
 	free(body);
-	if (rc == -EPROTO && resp.data && cw_kvp_parse_error(resp.data, resp.len, &e)) {
-		kv->error_code = e.code;
-		rc = set_error(kv, -EACCES, "%s: authentication as %s refused: %s", endpoint,
-			       kv->cfg.username, e.message);
-	} else if (rc == 0 &&
-		   cw_kvp_parse_auth(resp.data, resp.len, kv->token, sizeof(kv->token), err, sizeof(err))) {
-		rc = set_error(kv, -EPROTO, "%s: %s", endpoint, err);
-	}
+	rc = auth_answer(kv, endpoint, rc, &resp);
 	free(resp.data);
 	return rc;
 }
@@ -510,6 +523,7 @@ struct cw_kv_req {
 	char *path, *body;           /* kept for the one retry after a refused token */
 	long timeout_ms;
 	bool busy, retried;
+	bool authing;                /* what is out is the authentication the request needs first */
 	cw_kv_req_fn fn;
 	void *arg;
 };
@@ -541,9 +555,26 @@ static int req_send(struct cw_kv_req *r)
 	free(r->resp.data);
 	r->resp.data = NULL;
 	r->resp.len = 0;
-	rc = cw_kv_stream_setup(r->kv, r->easy, r->path, r->body, &r->hdrs);
-	if (rc)
-		return rc;
+	/*
+	 * A token first, when the store wants one and we have none: on the
+	 * loop too, so an etcd that stopped answering holds nothing up.
+	 */
+	r->authing = r->kv->cfg.username && !r->kv->token[0];
+	if (r->authing) {
+		char *auth = cw_kvp_auth_req(r->kv->cfg.username, r->kv->cfg.password);
+
+		if (!auth)
+			return -ENOMEM;
+		r->hdrs = setup_request(r->kv, r->easy, cw_kv_endpoint(r->kv),
+					"/v3/auth/authenticate", auth);
+		free(auth);
+		if (!r->hdrs)
+			return set_error(r->kv, -ENOMEM, "out of memory");
+	} else {
+		rc = cw_kv_stream_setup(r->kv, r->easy, r->path, r->body, &r->hdrs);
+		if (rc)
+			return rc;
+	}
 	curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, collect);
 	curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, &r->resp);
 	curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, r->timeout_ms);
@@ -573,9 +604,20 @@ static void req_done(struct cw_loop *loop, CURL *easy, CURLcode res, void *arg)
 	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
 	if (res != CURLE_OK) {
 		rc = res == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -EHOSTUNREACH;
-		snprintf(why, sizeof(why), "%s%s: %s", ep, r->path, curl_easy_strerror(res));
+		snprintf(why, sizeof(why), "%s%s: %s", ep,
+			 r->authing ? "/v3/auth/authenticate" : r->path, curl_easy_strerror(res));
+		r->authing = false;
 		/* the next request tries the next endpoint */
 		cw_kv_stream_failed(r->kv, false);
+	} else if (r->authing) {
+		/* the token is in: now the request itself */
+		r->authing = false;
+		rc = auth_answer(r->kv, ep, status == 200 ? 0 : -EPROTO, &r->resp);
+		if (!rc)
+			rc = req_send(r);
+		if (!rc)
+			return;
+		snprintf(why, sizeof(why), "%.300s", r->kv->error);
 	} else if (status != 200) {
 		if (r->resp.data && cw_kvp_parse_error(r->resp.data, r->resp.len, &e)) {
 			if (r->kv->cfg.username && cw_kv_token_refused(&e) && !r->retried) {

@@ -111,6 +111,7 @@ struct cw_remote {
 	 */
 	struct cw_kv_req *probe;
 	int64_t probe_ms;             /* when the last probe started */
+	struct cw_kv_req *connect;    /* the cluster-config read that connecting starts with */
 	char probe_why[256];
 	char overlap[256], overlap_new[256];  /* a PodCIDR overlap found by the last reconcile */
 	bool seen;                    /* marked by a directory rescan */

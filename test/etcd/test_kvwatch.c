@@ -291,6 +291,31 @@ static void test_requests_on_the_loop(void **state)
 
 	run_req(r, &p, "/v3/kv/range", cw_kvp_range_req("cilium/wt/req", NULL, 1, 0, true), 5000);
 	assert_int_equal(p.rc, 0);
+
+	/*
+	 * A client that has no token yet, against a frozen etcd: the
+	 * authentication its first request needs waits on the loop too.
+	 */
+	{
+		struct cw_kv *fresh = client();
+		struct cw_kv_req *fr;
+
+		assert_int_equal(cw_kv_req_new(p.loop, fresh, &fr), 0);
+		assert_int_equal(kill(pid, SIGSTOP), 0);
+		run_req(fr, &p, "/v3/kv/range", cw_kvp_range_req("cilium/wt/req", NULL, 1, 0, true),
+			1000);
+		kill(pid, SIGCONT);
+		assert_int_equal(p.rc, -ETIMEDOUT);
+		assert_non_null(strstr(p.why, "/v3/auth/authenticate"));
+		assert_true(p.ticks >= 25);
+		/* etcd back: the token, then the answer, in one request */
+		run_req(fr, &p, "/v3/kv/range", cw_kvp_range_req("cilium/wt/req", NULL, 1, 0, true),
+			5000);
+		assert_int_equal(p.rc, 0);
+		assert_non_null(strstr(p.body, "\"count\":\"1\""));
+		cw_kv_req_free(fr);
+		cw_kv_free(fresh);
+	}
 	cw_kv_delete(kv, "cilium/wt/req", false);
 	cw_kv_req_free(r);
 	cw_loop_free(p.loop);

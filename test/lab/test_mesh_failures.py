@@ -184,6 +184,13 @@ def resync(m, before, svc):
                                                    for n, d in diff.items())) from None
 
 
+def timed_status(m, node, cluster=C1):
+    """Seconds a `causeway-helper status` of node took, through the lab's CLI."""
+    t = time.monotonic()
+    m.status(cluster, node)
+    return time.monotonic() - t
+
+
 def remote_entry(m, node, cluster=C1, remote=C2):
     return m.clusters(cluster, node).get(remote) or {}
 
@@ -314,6 +321,21 @@ def test_remote_etcd_hung_is_noticed_and_evicted(mesh):
                        remote_entry(m, n).get("evictionDeadline") is not None for n in m.nodes(C1))
         wait_for(noticed, 2 * 5 + 3, step=0.3, what="cluster1 to see cluster2's etcd not answering")
         seen = time.monotonic() - t0
+        # A helper that starts now must connect to the frozen etcd (its cluster-config read
+        # first): that waits on the loop, so its socket keeps answering.  Each `status` goes
+        # through the lab's CLI, whose own start-up is in the figure; a blocking read held
+        # the socket for its 2 s timeout per attempt.
+        node = m.nodes(C1)[0]
+        quick = max(timed_status(m, node) for _ in range(3))
+        m.lab.cli("restart-helper", C1, node)
+        worst, end = 0.0, time.monotonic() + 8
+        while time.monotonic() < end:
+            worst = max(worst, timed_status(m, node))
+        print(f"restarted helper's status while the remote etcd was frozen: worst {worst:.2f}s "
+              f"(before: {quick:.2f}s)")
+        assert worst < quick + 1.0, \
+            f"a status answer took {worst:.2f}s while connecting to a frozen etcd (usually {quick:.2f}s)"
+        assert remote_entry(m, node).get("state") == "connecting", remote_entry(m, node)
         wait_for(lambda: all(evicted(m, n, svc=False) for n in m.nodes(C1)), EVICT + 15, step=0.2,
                  what="cluster2's entries, tunnels and routes to leave every cluster1 node")
         took = time.monotonic() - t0
