@@ -326,6 +326,19 @@ int cw_kv_get(struct cw_kv *kv, const char *key, struct cw_kv_pair *out)
 	return rc;
 }
 
+/*
+ * Where the page after one ending at @last starts: the smallest text key
+ * after it, key + "\x01" (key + "\0" cannot be a C string).  Malloc'd.
+ */
+static char *next_page(const char *last)
+{
+	char *from = malloc(strlen(last) + 2);
+
+	if (from)
+		sprintf(from, "%s%c", last, 1);
+	return from;
+}
+
 int cw_kv_list(struct cw_kv *kv, const char *prefix, int64_t page, cw_kv_pair_fn fn, void *arg,
 	       int64_t *revision)
 {
@@ -358,14 +371,10 @@ int cw_kv_list(struct cw_kv *kv, const char *prefix, int64_t page, cw_kv_pair_fn
 		for (i = 0; i < r.n && rc == 0; i++)
 			rc = fn(&r.kvs[i], arg);
 		if (rc == 0 && r.more && r.n > 0) {
-			/* next page: the smallest text key after the last one,
-			 * key + "\x01" (key + "\0" cannot be a C string) */
 			free(from);
-			from = malloc(strlen(r.kvs[r.n - 1].key) + 2);
+			from = next_page(r.kvs[r.n - 1].key);
 			if (!from)
 				rc = -ENOMEM;
-			else
-				sprintf(from, "%s%c", r.kvs[r.n - 1].key, 1);
 		}
 		bool more = r.more && r.n > 0;
 
@@ -524,6 +533,12 @@ struct cw_kv_req {
 	long timeout_ms;
 	bool busy, retried;
 	bool authing;                /* what is out is the authentication the request needs first */
+	/* cw_kv_req_list: the listing under way */
+	char *list_end;
+	int64_t list_page, list_rev;
+	cw_kv_pair_fn list_each;
+	cw_kv_req_fn list_done;
+	void *list_arg;
 	cw_kv_req_fn fn;
 	void *arg;
 };
@@ -673,6 +688,84 @@ int cw_kv_req_start(struct cw_kv_req *r, const char *path, const char *body, lon
 	return req_send(r);
 }
 
+static int list_send(struct cw_kv_req *r, const char *from);
+
+static void list_page(int rc, const char *body, size_t len, const char *why, void *arg)
+{
+	struct cw_kv_req *r = arg;
+	struct cw_kv_range_resp resp = { 0 };
+	char err[256], *from = NULL;
+	bool more = false;
+
+	if (!rc && cw_kvp_parse_range(body, len, &resp, err, sizeof(err))) {
+		rc = -EPROTO;
+		why = err;
+	}
+	if (!rc) {
+		if (!r->list_rev)
+			r->list_rev = resp.revision;
+		for (size_t i = 0; i < resp.n && !rc; i++)
+			rc = r->list_each(&resp.kvs[i], r->list_arg);
+		if (rc)
+			why = "stopped";
+		more = !rc && resp.more && resp.n > 0;
+		if (more && !(from = next_page(resp.kvs[resp.n - 1].key))) {
+			rc = -ENOMEM;
+			why = "out of memory";
+		}
+	}
+	cw_kvp_range_clear(&resp);
+	if (!rc && more) {
+		rc = list_send(r, from);
+		free(from);
+		if (!rc)
+			return;
+		why = r->kv->error;
+	}
+	free(r->list_end);
+	r->list_end = NULL;
+	r->list_done(rc, NULL, 0, rc ? why : "", r->list_arg);
+}
+
+static int list_send(struct cw_kv_req *r, const char *from)
+{
+	char *body = cw_kvp_range_req(from, r->list_end, r->list_page, r->list_rev, false);
+	int rc = body ? cw_kv_req_start(r, "/v3/kv/range", body, r->timeout_ms, list_page, r) :
+			-ENOMEM;
+
+	free(body);
+	return rc;
+}
+
+int cw_kv_req_list(struct cw_kv_req *r, const char *prefix, int64_t page, long timeout_ms,
+		   cw_kv_pair_fn each, cw_kv_req_fn done, void *arg)
+{
+	char end[1024];
+	int rc;
+
+	if (r->busy)
+		return -EBUSY;
+	rc = cw_kvp_prefix_end(prefix, end, sizeof(end));
+	if (rc)
+		return rc;
+	free(r->list_end);
+	r->list_end = strdup(end);
+	if (!r->list_end)
+		return -ENOMEM;
+	r->list_page = page;
+	r->list_rev = 0;
+	r->list_each = each;
+	r->list_done = done;
+	r->list_arg = arg;
+	r->timeout_ms = timeout_ms;
+	rc = list_send(r, prefix);
+	if (rc) {
+		free(r->list_end);
+		r->list_end = NULL;
+	}
+	return rc;
+}
+
 bool cw_kv_req_busy(const struct cw_kv_req *r)
 {
 	return r && r->busy;
@@ -689,5 +782,6 @@ void cw_kv_req_free(struct cw_kv_req *r)
 	free(r->resp.data);
 	free(r->path);
 	free(r->body);
+	free(r->list_end);
 	free(r);
 }

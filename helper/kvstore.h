@@ -88,8 +88,8 @@ const char *cw_kv_endpoint(const struct cw_kv *kv);
  * gets 0 with the answer (HTTP 200), -EPROTO or -EACCES (etcd's error, in
  * @why), -ETIMEDOUT or -EHOSTUNREACH (transport; the client moves to its
  * next endpoint for what follows).  A refused token is renewed and the
- * request sent once more.  Authentication itself, when there is no token
- * yet, is the one blocking step, as for watches.  -EBUSY while one is out.
+ * request sent once more; when there is no token yet, the authentication
+ * goes first, on the loop too.  -EBUSY while one is out.
  *
  * A read of a key this way (cw_kvp_range_req, count only) is the store's
  * liveness probe: an etcd that accepts connections but never answers
@@ -103,6 +103,14 @@ typedef void (*cw_kv_req_fn)(int rc, const char *body, size_t len, const char *w
 int cw_kv_req_new(struct cw_loop *loop, struct cw_kv *kv, struct cw_kv_req **out);
 int cw_kv_req_start(struct cw_kv_req *r, const char *path, const char *body, long timeout_ms,
 		    cw_kv_req_fn fn, void *arg);
+/*
+ * Every key under @prefix, @page at a time, on the loop (each page a
+ * request on @r, all read at the first page's revision): @each for every
+ * pair (a nonzero return ends the listing with it), then @done with 0 (its
+ * body NULL), or the failure as cw_kv_req_start's callback gets it.
+ */
+int cw_kv_req_list(struct cw_kv_req *r, const char *prefix, int64_t page, long timeout_ms,
+		   cw_kv_pair_fn each, cw_kv_req_fn done, void *arg);
 bool cw_kv_req_busy(const struct cw_kv_req *r);
 /* Aborts a request in flight (its callback is not called).  NULL-safe. */
 void cw_kv_req_free(struct cw_kv_req *r);

@@ -29,6 +29,12 @@ struct rec {
 	char *key, *val;
 };
 
+/* One write of a publication pass: a put (val), a delete (val NULL), or a canary put. */
+struct kvop {
+	char *key, *val;
+	const char *canary;       /* the kind a canary put says is synced; NULL otherwise */
+};
+
 /* Sorted by key. */
 struct recs {
 	struct rec *v;
@@ -57,9 +63,24 @@ struct meshapi {
 	bool mesh_synced;         /* the nodes, ip and identities canaries are written */
 	bool retrying;            /* t_publish holds a backoff, not a 0 ms turn */
 	unsigned int attempt;
+	/*
+	 * A publication pass: its writes (puts, deletes, canaries) go one at a
+	 * time on req_pub, on the loop; a pass asked for meanwhile runs after.
+	 */
+	struct cw_kv_req *req_pub;
+	struct kvop *ops;
+	size_t n_ops, next_op;
+	unsigned int n_put, n_del;
+	bool again;
 	/* identities seen unreferenced by the previous scan: removed if still so */
 	uint32_t *suspects;
 	size_t n_suspects;
+	/* the identity scan under way (req_gc): its listings, then its deletes */
+	struct cw_kv_req *req_gc;
+	struct gc_scan *gc;
+	uint32_t *gc_del;
+	size_t n_gc_del, next_gc_del;
+	struct recs listing;      /* our prefix as the listing under way reads it */
 };
 
 static void publish_soon(struct meshapi *m);
@@ -203,63 +224,163 @@ static int collect_ref(const struct cw_kv_pair *kv, void *arg)
 	return s->refs[s->n_refs++] ? 0 : -ENOMEM;
 }
 
-/*
- * An id/<n> key lives as long as some node references its labels.  One
- * unreferenced scan is not enough (a node may be between allocating the id
- * and writing its reference, or re-publishing after a lost lease): the id
- * goes only when two scans a period apart both found it unreferenced.
- */
-static void on_gc(struct cw_loop *loop, void *arg)
+static void gc_end(struct meshapi *m)
+{
+	struct gc_scan *s = m->gc;
+
+	if (s) {
+		for (size_t i = 0; i < s->n; i++)
+			free(s->labels[i]);
+		for (size_t i = 0; i < s->n_refs; i++)
+			free(s->refs[i]);
+		free(s->ids);
+		free(s->labels);
+		free(s->refs);
+		free(s);
+	}
+	m->gc = NULL;
+	free(m->gc_del);
+	m->gc_del = NULL;
+	m->n_gc_del = m->next_gc_del = 0;
+}
+
+static int gc_collect_id(const struct cw_kv_pair *kv, void *arg)
+{
+	return collect_id(kv, ((struct meshapi *)arg)->gc);
+}
+
+static int gc_collect_ref(const struct cw_kv_pair *kv, void *arg)
+{
+	return collect_ref(kv, ((struct meshapi *)arg)->gc);
+}
+
+static void gc_delete_next(struct meshapi *m);
+
+static void on_gc_deleted(int rc, const char *body, size_t len, const char *why, void *arg)
 {
 	struct meshapi *m = arg;
-	struct gc_scan s = { .m = m };
-	uint32_t *next = NULL;
-	size_t n_next = 0;
+	uint32_t id = m->gc_del[m->next_gc_del];
+
+	(void)body;
+	(void)len;
+	if (rc) {
+		pr_warn("mesh-apiserver: identity gc: cannot remove identity %" PRIu32 ": %s", id,
+			why);
+		gc_end(m);
+		return;
+	}
+	pr_info("mesh-apiserver: identity %" PRIu32 " unreferenced, removed", id);
+	m->next_gc_del++;
+	gc_delete_next(m);
+}
+
+static void gc_delete_next(struct meshapi *m)
+{
+	char key[64], *body;
 	int rc;
 
-	(void)loop;
-	rc = cw_kv_list(m->kv, CW_KEY_ID, 1000, collect_id, &s, NULL);
-	if (!rc)
-		rc = cw_kv_list(m->kv, CW_KEY_VALUE, 1000, collect_ref, &s, NULL);
-	if (rc) {
-		pr_warn("mesh-apiserver: identity gc: %s", cw_kv_error(m->kv));
-		goto out;
+	if (m->next_gc_del == m->n_gc_del) {
+		gc_end(m);
+		return;
 	}
-	next = calloc(s.n ? s.n : 1, sizeof(*next));
-	if (!next)
-		goto out;
-	for (size_t i = 0; i < s.n; i++) {
-		bool referenced = false, suspect = false;
-		char key[64];
+	snprintf(key, sizeof(key), CW_KEY_ID "%" PRIu32, m->gc_del[m->next_gc_del]);
+	body = cw_kvp_delete_req(key, NULL);
+	rc = body ? cw_kv_req_start(m->req_gc, "/v3/kv/deleterange", body, KV_REQ_TIMEOUT_MS,
+				    on_gc_deleted, m) : -ENOMEM;
+	free(body);
+	if (rc) {
+		pr_warn("mesh-apiserver: identity gc: cannot remove %s: %s", key, strerror(-rc));
+		gc_end(m);
+	}
+}
 
-		for (size_t j = 0; j < s.n_refs && !referenced; j++)
-			referenced = strcmp(s.refs[j], s.labels[i]) == 0;
+/* Both listings in: which ids are unreferenced, which of them were already last time. */
+static void on_gc_refs(int rc, const char *body, size_t len, const char *why, void *arg)
+{
+	struct meshapi *m = arg;
+	struct gc_scan *s = m->gc;
+	uint32_t *next;
+	size_t n_next = 0;
+
+	(void)body;
+	(void)len;
+	if (rc) {
+		pr_warn("mesh-apiserver: identity gc: %s", why);
+		gc_end(m);
+		return;
+	}
+	next = calloc(s->n ? s->n : 1, sizeof(*next));
+	m->gc_del = calloc(s->n ? s->n : 1, sizeof(*m->gc_del));
+	if (!next || !m->gc_del) {
+		free(next);
+		gc_end(m);
+		return;
+	}
+	for (size_t i = 0; i < s->n; i++) {
+		bool referenced = false, suspect = false;
+
+		for (size_t j = 0; j < s->n_refs && !referenced; j++)
+			referenced = strcmp(s->refs[j], s->labels[i]) == 0;
 		if (referenced)
 			continue;
 		for (size_t j = 0; j < m->n_suspects && !suspect; j++)
-			suspect = m->suspects[j] == s.ids[i];
-		if (!suspect) {
-			next[n_next++] = s.ids[i];
-			continue;
-		}
-		snprintf(key, sizeof(key), CW_KEY_ID "%" PRIu32, s.ids[i]);
-		if (cw_kv_delete(m->kv, key, false) == 0)
-			pr_info("mesh-apiserver: identity %" PRIu32 " (%s) unreferenced, removed",
-				s.ids[i], s.labels[i]);
+			suspect = m->suspects[j] == s->ids[i];
+		if (suspect)
+			m->gc_del[m->n_gc_del++] = s->ids[i];
+		else
+			next[n_next++] = s->ids[i];
 	}
 	free(m->suspects);
 	m->suspects = next;
 	m->n_suspects = n_next;
-	next = NULL;
-out:
-	free(next);
-	for (size_t i = 0; i < s.n; i++)
-		free(s.labels[i]);
-	for (size_t i = 0; i < s.n_refs; i++)
-		free(s.refs[i]);
-	free(s.ids);
-	free(s.labels);
-	free(s.refs);
+	gc_delete_next(m);
+}
+
+static void on_gc_ids(int rc, const char *body, size_t len, const char *why, void *arg)
+{
+	struct meshapi *m = arg;
+
+	(void)body;
+	(void)len;
+	if (!rc)
+		rc = cw_kv_req_list(m->req_gc, CW_KEY_VALUE, 1000, KV_REQ_TIMEOUT_MS,
+				    gc_collect_ref, on_gc_refs, m);
+	if (rc) {
+		pr_warn("mesh-apiserver: identity gc: %s", why && why[0] ? why : strerror(-rc));
+		gc_end(m);
+	}
+}
+
+/*
+ * An id/<n> key lives as long as some node references its labels.  One
+ * unreferenced scan is not enough (a node may be between allocating the id
+ * and writing its reference, or re-publishing after a lost lease): the id
+ * goes only when two scans a period apart both found it unreferenced.  The
+ * scan (two paged listings, then the deletes) runs on the loop, one
+ * request at a time; a scan still out when the next is due makes that one
+ * skip its turn.
+ */
+static void on_gc(struct cw_loop *loop, void *arg)
+{
+	struct meshapi *m = arg;
+	int rc;
+
+	(void)loop;
+	if (m->gc)
+		return;
+	if (!m->req_gc && cw_kv_req_new(m->loop, m->kv, &m->req_gc))
+		return;
+	m->gc = calloc(1, sizeof(*m->gc));
+	if (!m->gc)
+		return;
+	m->gc->m = m;
+	rc = cw_kv_req_list(m->req_gc, CW_KEY_ID, 1000, KV_REQ_TIMEOUT_MS, gc_collect_id, on_gc_ids,
+			    m);
+	if (rc) {
+		pr_warn("mesh-apiserver: identity gc: %s", cw_kv_error(m->kv)[0] ?
+			cw_kv_error(m->kv) : strerror(-rc));
+		gc_end(m);
+	}
 }
 
 /* --- global services ---------------------------------------------------------------- */
@@ -415,68 +536,30 @@ static int build_desired(struct meshapi *m, struct desired *d)
 	return 0;
 }
 
-/*
- * Makes etcd hold @want under our prefix: puts what is missing or differs,
- * deletes what is not wanted.  Stops at the first failed write (etcd down:
- * the rest would fail the same way, each after a timeout); m->published
- * keeps saying what etcd holds, so the next pass resumes where this one
- * stopped.
- */
-static int apply(struct meshapi *m, struct recs *want, unsigned int *n_put, unsigned int *n_del)
+static void ops_clear(struct meshapi *m)
 {
-	struct recs next = { 0 }, *pub = &m->published;
-	size_t i = 0, j = 0;
-	int rc = 0;
-
-	next.cap = want->n + pub->n;
-	next.v = calloc(next.cap ? next.cap : 1, sizeof(*next.v));
-	if (!next.v)
-		return -ENOMEM;
-	while (i < want->n || j < pub->n) {
-		struct rec *w = i < want->n ? &want->v[i] : NULL;
-		struct rec *p = j < pub->n ? &pub->v[j] : NULL;
-		int c = !w ? 1 : !p ? -1 : strcmp(w->key, p->key);
-		struct rec *keep = p;   /* what etcd holds for this key after this step */
-
-		if (c >= 0)
-			j++;
-		if (c <= 0)
-			i++;
-		if (rc) {
-			/* an earlier write failed: only carry over what etcd holds */
-			if (c < 0)
-				keep = NULL;
-		} else if (c > 0) {    /* in etcd, not wanted */
-			rc = cw_kv_delete(m->kv, p->key, false);
-			if (!rc) {
-				pr_debug("mesh-apiserver: withdrew %s", p->key);
-				(*n_del)++;
-				keep = NULL;
-			} else {
-				pr_warn("mesh-apiserver: cannot withdraw %s: %s", p->key,
-					cw_kv_error(m->kv));
-			}
-		} else if (c < 0 || strcmp(w->val, p->val) != 0) {  /* missing, or differs */
-			rc = cw_kv_put(m->kv, w->key, w->val, strlen(w->val), 0);
-			if (!rc) {
-				pr_debug("mesh-apiserver: published %s = %s", w->key, w->val);
-				(*n_put)++;
-				keep = w;
-			} else {
-				pr_warn("mesh-apiserver: cannot publish %s: %s", w->key,
-					cw_kv_error(m->kv));
-				if (c < 0)
-					keep = NULL;
-			}
-		}
-		if (keep) {
-			next.v[next.n++] = *keep;
-			keep->key = keep->val = NULL;
-		}
+	for (size_t i = 0; i < m->n_ops; i++) {
+		free(m->ops[i].key);
+		free(m->ops[i].val);
 	}
-	recs_clear(pub);
-	*pub = next;
-	return rc;
+	free(m->ops);
+	m->ops = NULL;
+	m->n_ops = m->next_op = 0;
+}
+
+/* Takes @key and @val (NULL: a delete), also on failure. */
+static int ops_add(struct meshapi *m, char *key, char *val, const char *canary)
+{
+	struct kvop *v = key ? realloc(m->ops, (m->n_ops + 1) * sizeof(*v)) : NULL;
+
+	if (!v) {
+		free(key);
+		free(val);
+		return -ENOMEM;
+	}
+	m->ops = v;
+	m->ops[m->n_ops++] = (struct kvop){ key, val, canary };
+	return 0;
 }
 
 /*
@@ -484,21 +567,183 @@ static int apply(struct meshapi *m, struct recs *want, unsigned int *n_put, unsi
  * that kind is complete.  Cilium's kvstore sync store writes the time, in
  * Go's time.RFC3339; readers only look at the key's presence.
  */
-static int write_canary(struct meshapi *m, const char *kind)
+static int add_canary(struct meshapi *m, const char *kind)
 {
-	char key[192], now[64];
+	char *key = NULL, now[64];
 	time_t t = time(NULL);
 	struct tm tm;
 
 	gmtime_r(&t, &tm);
 	strftime(now, sizeof(now), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	snprintf(key, sizeof(key), CW_KEY_SYNCED "%s/cilium/state/%s/v1", m->o->cluster, kind);
-	if (cw_kv_put(m->kv, key, now, strlen(now), 0)) {
-		pr_warn("mesh-apiserver: cannot write %s: %s", key, cw_kv_error(m->kv));
-		return -EIO;
+	if (asprintf(&key, CW_KEY_SYNCED "%s/cilium/state/%s/v1", m->o->cluster, kind) < 0)
+		return -ENOMEM;
+	return ops_add(m, key, strdup(now), kind);
+}
+
+/*
+ * The writes that make etcd hold @want under our prefix: puts of what is
+ * missing or differs, deletes of what is not wanted.
+ */
+static int add_diff(struct meshapi *m, const struct recs *want)
+{
+	const struct recs *pub = &m->published;
+	size_t i = 0, j = 0;
+	int rc = 0;
+
+	while (!rc && (i < want->n || j < pub->n)) {
+		const struct rec *w = i < want->n ? &want->v[i] : NULL;
+		const struct rec *p = j < pub->n ? &pub->v[j] : NULL;
+		int c = !w ? 1 : !p ? -1 : strcmp(w->key, p->key);
+
+		if (c >= 0)
+			j++;
+		if (c <= 0)
+			i++;
+		if (c > 0)
+			rc = ops_add(m, strdup(p->key), NULL, NULL);
+		else if (c < 0 || strcmp(w->val, p->val) != 0)
+			rc = ops_add(m, strdup(w->key), strdup(w->val), NULL);
 	}
-	pr_info("mesh-apiserver: wrote %s = %s", key, now);
+	return rc;
+}
+
+/* Where @key is in @r, or would go (*found says which). */
+static size_t recs_pos(const struct recs *r, const char *key, bool *found)
+{
+	size_t lo = 0, hi = r->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(r->v[mid].key, key);
+
+		if (c == 0) {
+			*found = true;
+			return mid;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = false;
+	return lo;
+}
+
+/* What etcd holds after @op succeeded.  Takes the op's key and value. */
+static int recs_apply(struct recs *r, struct kvop *op)
+{
+	bool found;
+	size_t at = recs_pos(r, op->key, &found);
+
+	if (!op->val) {
+		if (found) {
+			free(r->v[at].key);
+			free(r->v[at].val);
+			memmove(&r->v[at], &r->v[at + 1], (r->n - at - 1) * sizeof(*r->v));
+			r->n--;
+		}
+		return 0;
+	}
+	if (found) {
+		free(r->v[at].val);
+		r->v[at].val = op->val;
+		op->val = NULL;
+		return 0;
+	}
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 64;
+		struct rec *v = realloc(r->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		r->v = v;
+		r->cap = cap;
+	}
+	memmove(&r->v[at + 1], &r->v[at], (r->n - at) * sizeof(*r->v));
+	r->v[at] = (struct rec){ op->key, op->val };
+	r->n++;
+	op->key = op->val = NULL;
 	return 0;
+}
+
+/* etcd down or refusing: everything is recomputed on the next pass, nothing is lost. */
+static void publish_failed(struct meshapi *m)
+{
+	int64_t delay = cw_backoff_ms(m->attempt++, RETRY_BASE_MS, RETRY_CAP_MS);
+
+	ops_clear(m);
+	m->again = false;
+	pr_warn("mesh-apiserver: publishing failed, retrying in %" PRId64 " ms", delay);
+	m->retrying = true;
+	cw_timer_arm(m->t_publish, delay);
+}
+
+static void on_written(int rc, const char *body, size_t len, const char *why, void *arg);
+
+/* The pass's next write, or its end. */
+static int ops_next(struct meshapi *m)
+{
+	struct kvop *op;
+	char *body;
+	int rc;
+
+	if (m->next_op == m->n_ops) {
+		if (m->n_put || m->n_del)
+			pr_info("mesh-apiserver: services: %u published, %u withdrawn, %zu in etcd",
+				m->n_put, m->n_del, m->published.n);
+		ops_clear(m);
+		m->attempt = 0;
+		if (m->again) {
+			m->again = false;
+			publish_soon(m);
+		}
+		return 0;
+	}
+	op = &m->ops[m->next_op];
+	body = op->val ? cw_kvp_put_req(op->key, op->val, strlen(op->val), 0) :
+			 cw_kvp_delete_req(op->key, NULL);
+	rc = body ? cw_kv_req_start(m->req_pub, op->val ? "/v3/kv/put" : "/v3/kv/deleterange", body,
+				    KV_REQ_TIMEOUT_MS, on_written, m) : -ENOMEM;
+	free(body);
+	if (rc)
+		pr_warn("mesh-apiserver: cannot write %s: %s", op->key,
+			cw_kv_error(m->kv)[0] ? cw_kv_error(m->kv) : strerror(-rc));
+	return rc;
+}
+
+static void on_written(int rc, const char *body, size_t len, const char *why, void *arg)
+{
+	struct meshapi *m = arg;
+	struct kvop *op = &m->ops[m->next_op];
+
+	(void)body;
+	(void)len;
+	if (rc) {
+		pr_warn("mesh-apiserver: cannot %s %s: %s", op->val ? "write" : "withdraw", op->key,
+			why);
+		publish_failed(m);
+		return;
+	}
+	if (op->canary) {
+		pr_info("mesh-apiserver: wrote %s = %s", op->key, op->val);
+		if (strcmp(op->canary, "services") == 0)
+			m->services_synced = true;
+		else if (strcmp(op->canary, "identities") == 0)
+			m->mesh_synced = true; /* the last of nodes, ip, identities */
+	} else {
+		pr_debug("mesh-apiserver: %s %s", op->val ? "published" : "withdrew", op->key);
+		if (op->val)
+			m->n_put++;
+		else
+			m->n_del++;
+		if (recs_apply(&m->published, op)) {
+			publish_failed(m);
+			return;
+		}
+	}
+	m->next_op++;
+	if (ops_next(m))
+		publish_failed(m);
 }
 
 static bool k8s_synced(const struct meshapi *m)
@@ -507,72 +752,97 @@ static bool k8s_synced(const struct meshapi *m)
 	       cw_k8s_informer_synced(m->i_namespaces);
 }
 
+static int collect_listing(const struct cw_kv_pair *kv, void *arg)
+{
+	return collect_published(kv, &((struct meshapi *)arg)->listing);
+}
+
+/* What etcd holds under our prefix (stale keys of an earlier run included), read once. */
+static void on_listed(int rc, const char *body, size_t len, const char *why, void *arg)
+{
+	struct meshapi *m = arg;
+	struct recs now = m->listing;
+
+	(void)body;
+	(void)len;
+	m->listing = (struct recs){ 0 };
+	if (rc) {
+		pr_warn("mesh-apiserver: cannot list our services: %s", why);
+		recs_clear(&now);
+		publish_failed(m);
+		return;
+	}
+	if (now.n)
+		qsort(now.v, now.n, sizeof(*now.v), cmp_rec);
+	recs_clear(&m->published);
+	m->published = now;
+	m->published_known = true;
+	m->retrying = false;
+	publish_soon(m);
+}
+
+/*
+ * One publication pass, on the loop: the canaries due, then (once the
+ * informers are synced, and our prefix has been read) the writes that make
+ * etcd hold what the Services and EndpointSlices say, then the services
+ * canary.  The first failed write ends the pass (etcd down: the rest would
+ * fail the same way, each after a timeout); m->published keeps saying what
+ * etcd holds, so the next pass resumes where this one stopped.
+ */
 static int publish(struct meshapi *m)
 {
 	static const char *const node_kinds[] = { "nodes", "ip", "identities" };
 	struct desired d = { .m = m };
-	unsigned int n_put = 0, n_del = 0;
 	char prefix[128];
 	int rc = 0;
 
-	/* Nodes publish their own records: the cluster's word is its cluster-config. */
-	for (size_t i = 0; m->config_written && !m->mesh_synced && i < 3; i++)
-		if (write_canary(m, node_kinds[i]))
-			return -EIO;
-	m->mesh_synced = m->config_written;
-
-	if (!k8s_synced(m))
-		return 0; /* the informers' synced callbacks call again */
-	if (!m->published_known) {
-		struct recs now = { 0 };
-
-		services_prefix(m, prefix, sizeof(prefix));
-		rc = cw_kv_list(m->kv, prefix, 1000, collect_published, &now, NULL);
-		if (rc) {
-			pr_warn("mesh-apiserver: cannot list %s: %s", prefix, cw_kv_error(m->kv));
-			recs_clear(&now);
-			return rc;
-		}
-		if (now.n)
-			qsort(now.v, now.n, sizeof(*now.v), cmp_rec);
-		recs_clear(&m->published);
-		m->published = now;
-		m->published_known = true;
+	if (!m->req_pub && cw_kv_req_new(m->loop, m->kv, &m->req_pub))
+		return -ENOMEM;
+	if (cw_kv_req_busy(m->req_pub)) {
+		m->again = true; /* the pass out runs this one after it */
+		return 0;
 	}
-	rc = build_desired(m, &d);
-	if (!rc)
-		rc = apply(m, &d.want, &n_put, &n_del);
-	if (n_put || n_del)
-		pr_info("mesh-apiserver: services: %u published, %u withdrawn, %zu in etcd", n_put,
-			n_del, m->published.n);
-	if (!rc && !m->services_synced) {
-		/* every stale key of an earlier run is gone and every wanted one written */
-		rc = write_canary(m, "services");
-		m->services_synced = rc == 0;
+	ops_clear(m);
+	m->n_put = m->n_del = 0;
+	if (k8s_synced(m) && !m->published_known) {
+		services_prefix(m, prefix, sizeof(prefix));
+		recs_clear(&m->listing);
+		rc = cw_kv_req_list(m->req_pub, prefix, 1000, KV_REQ_TIMEOUT_MS, collect_listing,
+				    on_listed, m);
+		if (rc)
+			pr_warn("mesh-apiserver: cannot list %s: %s", prefix, cw_kv_error(m->kv));
+		return rc;
+	}
+	/* Nodes publish their own records: the cluster's word is its cluster-config. */
+	for (size_t i = 0; !rc && m->config_written && !m->mesh_synced && i < 3; i++)
+		rc = add_canary(m, node_kinds[i]);
+	if (!rc && k8s_synced(m)) {
+		rc = build_desired(m, &d);
+		if (!rc)
+			rc = add_diff(m, &d.want);
+		/* once every stale key of an earlier run is gone and every wanted one written */
+		if (!rc && !m->services_synced)
+			rc = add_canary(m, "services");
 	}
 	cw_svc_bes_clear(&d.bes);
 	cw_svc_bes_clear(&d.one);
 	free(d.slices);
 	recs_clear(&d.want);
+	if (!rc)
+		rc = ops_next(m);
+	if (rc)
+		ops_clear(m);
 	return rc;
 }
 
 static void on_publish(struct cw_loop *loop, void *arg)
 {
 	struct meshapi *m = arg;
-	int64_t delay;
 
 	(void)loop;
 	m->retrying = false;
-	if (!publish(m)) {
-		m->attempt = 0;
-		return;
-	}
-	/* etcd down or refusing: everything is recomputed on the next pass, nothing is lost */
-	delay = cw_backoff_ms(m->attempt++, RETRY_BASE_MS, RETRY_CAP_MS);
-	pr_warn("mesh-apiserver: publishing failed, retrying in %" PRId64 " ms", delay);
-	m->retrying = true;
-	cw_timer_arm(m->t_publish, delay);
+	if (publish(m))
+		publish_failed(m);
 }
 
 /* Coalesces: many events in one loop turn make one pass; a pending retry is not hurried. */
@@ -711,7 +981,12 @@ int cw_meshapi_main(const struct cw_meshapi_opts *o)
 	cw_timer_del(m.t_resync);
 	cw_k8s_free(m.k8s);
 	recs_clear(&m.published);
+	ops_clear(&m);
+	cw_kv_req_free(m.req_gc);
+	gc_end(&m);
+	recs_clear(&m.listing);
 	free(m.suspects);
+	cw_kv_req_free(m.req_pub);
 	cw_kv_req_free(m.req_config);
 	cw_kv_req_free(m.req_heartbeat);
 	cw_loop_free(loop);
