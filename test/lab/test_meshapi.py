@@ -175,14 +175,15 @@ class MLab:
                     out.append(int(p.name))
         return out
 
-    def restart_meshapi(self):
-        """SIGTERM, wait for it to go, start it again with the command line `lab up` used."""
+    def restart_meshapi(self, argv=None):
+        """SIGTERM, wait for it to go, start it again with the command line `lab up` used
+        (or @argv)."""
         rec = self.proc()
         for pid in self.pids():
             os.kill(pid, signal.SIGTERM)
         wait_until(lambda: not self.pids(), 10, "the mesh-apiserver to exit")
         with open(rec["log"], "ab") as out:
-            subprocess.Popen(rec["argv"], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            subprocess.Popen(argv or rec["argv"], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                              start_new_session=True, close_fds=True)
         wait_until(lambda: self.pids(), 5, "the mesh-apiserver to start")
 
@@ -386,17 +387,15 @@ def test_identity_gc(m):
     an id/ key of this cluster that no value/ reference names is removed once two scans in a
     row found it so; one that a reference names stays, and so does another cluster's.  The
     scan's listings and deletes run on the loop (cw_kv_req_list)."""
-    rec = m.proc()
-    argv = list(rec["argv"])
+    argv = list(m.proc()["argv"])
     orphan, kept, theirs = 65536 + 60001, 65536 + 60002, 2 * 65536 + 60003
     labels = {orphan: "k8s:app=gc-orphan;", kept: "k8s:app=gc-kept;", theirs: "k8s:app=gc-theirs;"}
     ref = VALUE_PREFIX + labels[kept] + "/somenode"
     try:
-        rec["argv"] = argv + ["--identity-gc", "1"]
         for i, l in labels.items():
             m.etcdctl("put", ID_PREFIX + str(i), l)
         m.etcdctl("put", ref, str(kept))
-        restart_with(m, rec)
+        m.restart_meshapi(argv + ["--identity-gc", "1"])
         wait_until(lambda: ID_PREFIX + str(orphan) not in m.etcd_get(ID_PREFIX), 15,
                    "the unreferenced identity removed", diag=m.log_tail)
         time.sleep(3)  # three more scans
@@ -404,18 +403,7 @@ def test_identity_gc(m):
         assert ID_PREFIX + str(kept) in left, f"a referenced identity was removed: {sorted(left)}"
         assert ID_PREFIX + str(theirs) in left, f"another cluster's identity was removed: {sorted(left)}"
     finally:
-        rec["argv"] = argv
-        restart_with(m, rec)
+        m.restart_meshapi(argv)
         for k in [ID_PREFIX + str(i) for i in labels] + [ref]:
             m.etcdctl("del", k, check=False)
 
-
-def restart_with(m, rec):
-    """restart_meshapi with @rec's (possibly changed) command line."""
-    for pid in m.pids():
-        os.kill(pid, signal.SIGTERM)
-    wait_until(lambda: not m.pids(), 10, "the mesh-apiserver to exit")
-    with open(rec["log"], "ab") as out:
-        subprocess.Popen(rec["argv"], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                         start_new_session=True, close_fds=True)
-    wait_until(lambda: m.pids(), 5, "the mesh-apiserver to start")
