@@ -19,6 +19,16 @@ struct cw_kv {
 	char token[512];
 	char error[512];
 	int error_code;
+	/*
+	 * With a loop (cw_kv_set_loop), streams get their token from an
+	 * authentication on it instead of a blocking call: @auth is that
+	 * request, @auth_rc and @auth_why its last failure, until a stream
+	 * has reported it.
+	 */
+	struct cw_loop *loop;
+	struct cw_kv_req *auth;
+	int auth_rc;
+	char auth_why[512];
 };
 
 struct buf {
@@ -106,6 +116,7 @@ void cw_kv_free(struct cw_kv *kv)
 {
 	if (!kv)
 		return;
+	cw_kv_req_free(kv->auth);
 	if (kv->curl)
 		curl_easy_cleanup(kv->curl);
 	for (size_t i = 0; i < sizeof(kv->strings) / sizeof(kv->strings[0]); i++)
@@ -485,6 +496,49 @@ int cw_kv_lease_revoke(struct cw_kv *kv, int64_t id)
 	return lease_call(kv, "/v3/lease/revoke", cw_kvp_lease_id_req(id), NULL, NULL);
 }
 
+static int req_auth_only(struct cw_kv_req *r, cw_kv_req_fn fn, void *arg);
+
+static void on_token(int rc, const char *body, size_t len, const char *why, void *arg)
+{
+	struct cw_kv *kv = arg;
+
+	(void)body;
+	(void)len;
+	kv->auth_rc = rc;
+	snprintf(kv->auth_why, sizeof(kv->auth_why), "%s", rc ? why : "");
+}
+
+/*
+ * A stream's token, fetched on the loop: -EAGAIN while it is on its way
+ * (the stream asks again shortly), the last attempt's failure once (the
+ * stream backs off, and its next try starts another), 0 never: a token
+ * that arrived is in kv->token and the caller does not get here.
+ */
+static int token_on_loop(struct cw_kv *kv)
+{
+	int rc;
+
+	if (cw_kv_req_busy(kv->auth))
+		return set_error(kv, -EAGAIN, "%s: waiting for a token", kv->cfg.endpoints[kv->current]);
+	if (kv->auth_rc) {
+		rc = kv->auth_rc;
+		kv->auth_rc = 0;
+		return set_error(kv, rc, "%s", kv->auth_why);
+	}
+	if (!kv->auth && (rc = cw_kv_req_new(kv->loop, kv, &kv->auth)))
+		return set_error(kv, rc, "out of memory");
+	rc = req_auth_only(kv->auth, on_token, kv);
+	if (rc)
+		return rc;
+	return set_error(kv, -EAGAIN, "%s: waiting for a token", kv->cfg.endpoints[kv->current]);
+}
+
+void cw_kv_set_loop(struct cw_kv *kv, struct cw_loop *loop)
+{
+	if (!kv->loop)
+		kv->loop = loop;
+}
+
 int cw_kv_stream_setup(struct cw_kv *kv, CURL *easy, const char *path, const char *body,
 		       struct curl_slist **hdrs)
 {
@@ -492,7 +546,7 @@ int cw_kv_stream_setup(struct cw_kv *kv, CURL *easy, const char *path, const cha
 	int rc;
 
 	if (kv->cfg.username && !kv->token[0]) {
-		rc = authenticate(kv, ep);
+		rc = kv->loop ? token_on_loop(kv) : authenticate(kv, ep);
 		if (rc == -EHOSTUNREACH)
 			cw_kv_stream_failed(kv, false);
 		if (rc)
@@ -533,6 +587,7 @@ struct cw_kv_req {
 	long timeout_ms;
 	bool busy, retried;
 	bool authing;                /* what is out is the authentication the request needs first */
+	bool auth_only;              /* ... and all the request is (a stream's token) */
 	/* cw_kv_req_list: the listing under way */
 	char *list_end;
 	int64_t list_page, list_rev;
@@ -556,6 +611,7 @@ int cw_kv_req_new(struct cw_loop *loop, struct cw_kv *kv, struct cw_kv_req **out
 	}
 	r->loop = loop;
 	r->kv = kv;
+	cw_kv_set_loop(kv, loop);
 	*out = r;
 	return 0;
 }
@@ -574,7 +630,7 @@ static int req_send(struct cw_kv_req *r)
 	 * A token first, when the store wants one and we have none: on the
 	 * loop too, so an etcd that stopped answering holds nothing up.
 	 */
-	r->authing = r->kv->cfg.username && !r->kv->token[0];
+	r->authing = r->auth_only || (r->kv->cfg.username && !r->kv->token[0]);
 	if (r->authing) {
 		char *auth = cw_kvp_auth_req(r->kv->cfg.username, r->kv->cfg.password);
 
@@ -621,18 +677,19 @@ static void req_done(struct cw_loop *loop, CURL *easy, CURLcode res, void *arg)
 		rc = res == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -EHOSTUNREACH;
 		snprintf(why, sizeof(why), "%s%s: %s", ep,
 			 r->authing ? "/v3/auth/authenticate" : r->path, curl_easy_strerror(res));
-		r->authing = false;
+		r->authing = r->auth_only = false;
 		/* the next request tries the next endpoint */
 		cw_kv_stream_failed(r->kv, false);
 	} else if (r->authing) {
 		/* the token is in: now the request itself */
 		r->authing = false;
 		rc = auth_answer(r->kv, ep, status == 200 ? 0 : -EPROTO, &r->resp);
-		if (!rc)
-			rc = req_send(r);
-		if (!rc)
+		if (!rc && r->auth_only)
+			r->auth_only = false; /* the token was all it was for */
+		else if (!rc && !(rc = req_send(r)))
 			return;
-		snprintf(why, sizeof(why), "%.300s", r->kv->error);
+		if (rc)
+			snprintf(why, sizeof(why), "%.300s", r->kv->error);
 	} else if (status != 200) {
 		if (r->resp.data && cw_kvp_parse_error(r->resp.data, r->resp.len, &e)) {
 			if (r->kv->cfg.username && cw_kv_token_refused(&e) && !r->retried) {
@@ -683,6 +740,29 @@ int cw_kv_req_start(struct cw_kv_req *r, const char *path, const char *body, lon
 	r->body = b;
 	r->timeout_ms = timeout_ms;
 	r->retried = false;
+	r->auth_only = false;
+	r->fn = fn;
+	r->arg = arg;
+	return req_send(r);
+}
+
+/* Just a token for @r's client, as the first half of any request gets one. */
+static int req_auth_only(struct cw_kv_req *r, cw_kv_req_fn fn, void *arg)
+{
+	char *p = strdup("/v3/auth/authenticate"), *b = strdup("");
+
+	if (r->busy || !p || !b) {
+		free(p);
+		free(b);
+		return r->busy ? -EBUSY : -ENOMEM;
+	}
+	free(r->path);
+	free(r->body);
+	r->path = p;
+	r->body = b;
+	r->timeout_ms = r->kv->cfg.timeout_ms;
+	r->retried = false;
+	r->auth_only = true;
 	r->fn = fn;
 	r->arg = arg;
 	return req_send(r);

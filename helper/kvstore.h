@@ -101,6 +101,13 @@ struct cw_kv_req;
 typedef void (*cw_kv_req_fn)(int rc, const char *body, size_t len, const char *why, void *arg);
 
 int cw_kv_req_new(struct cw_loop *loop, struct cw_kv *kv, struct cw_kv_req **out);
+/*
+ * The loop @kv's streams run on (set by the first cw_kv_req_new or
+ * cw_kv_watch_start): from then on a stream that starts without a token
+ * gets one from an authentication on the loop, cw_kv_stream_setup saying
+ * -EAGAIN meanwhile, instead of a blocking call.
+ */
+void cw_kv_set_loop(struct cw_kv *kv, struct cw_loop *loop);
 int cw_kv_req_start(struct cw_kv_req *r, const char *path, const char *body, long timeout_ms,
 		    cw_kv_req_fn fn, void *arg);
 /*

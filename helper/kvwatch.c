@@ -12,6 +12,8 @@
 
 #define MAX_MESSAGE (32u << 20)
 #define BACKOFF_BASE_MS 200
+/* how often a stream waiting for its client's token looks again */
+#define TOKEN_WAIT_MS 20
 #define BACKOFF_CAP_MS 10000
 #define LIST_PAGE 1000
 #define LIST_TIMEOUT_MS 15000 /* one page */
@@ -355,7 +357,8 @@ static int list_page(struct cw_kv_watch *w)
 	rc = cw_kv_stream_setup(w->kv, w->list_easy, "/v3/kv/range", body, &w->list_hdrs);
 	free(body);
 	if (rc) {
-		watch_error(w, "list: %s", cw_kv_error(w->kv));
+		if (rc != -EAGAIN) /* a token on its way is no error */
+			watch_error(w, "list: %s", cw_kv_error(w->kv));
 		return rc;
 	}
 	w->list_len = 0;
@@ -608,7 +611,8 @@ static int start_stream(struct cw_kv_watch *w)
 	rc = cw_kv_stream_setup(w->kv, w->easy, "/v3/watch", body, &w->hdrs);
 	free(body);
 	if (rc) {
-		watch_error(w, "watch: %s", cw_kv_error(w->kv));
+		if (rc != -EAGAIN)
+			watch_error(w, "watch: %s", cw_kv_error(w->kv));
 		return rc;
 	}
 	curl_easy_setopt(w->easy, CURLOPT_WRITEFUNCTION, on_stream_data);
@@ -628,30 +632,43 @@ static int start_stream(struct cw_kv_watch *w)
 	return rc;
 }
 
+/* A start that failed: again after the backoff, or soon when it only waits for a token. */
+static void retry(struct cw_kv_watch *w, int rc)
+{
+	if (rc == -EAGAIN)
+		cw_timer_arm(w->timer, TOKEN_WAIT_MS);
+	else
+		schedule(w, false);
+}
+
 static void on_timer(struct cw_loop *loop, void *arg)
 {
 	struct cw_kv_watch *w = arg;
+	int rc;
 
 	(void)loop;
 	if (w->list_next) {
 		w->list_next = false;
-		if (list_page(w)) {
+		rc = list_page(w);
+		if (rc) {
 			list_abort(w);
-			schedule(w, false);
+			retry(w, rc);
 		}
 		return;
 	}
 	if (w->list_from)
 		return; /* a page is on its way */
 	if (w->need_list) {
-		if (list_start(w)) {
+		rc = list_start(w);
+		if (rc) {
 			list_abort(w);
-			schedule(w, false);
+			retry(w, rc);
 		}
 		return;
 	}
-	if (start_stream(w))
-		schedule(w, false);
+	rc = start_stream(w);
+	if (rc)
+		retry(w, rc);
 }
 
 int cw_kv_watch_start(struct cw_loop *loop, struct cw_kv *kv, const char *prefix,
@@ -663,6 +680,7 @@ int cw_kv_watch_start(struct cw_loop *loop, struct cw_kv *kv, const char *prefix
 	if (!w)
 		return -ENOMEM;
 	w->loop = loop;
+	cw_kv_set_loop(kv, loop);
 	w->kv = kv;
 	w->ops = ops;
 	w->arg = arg;

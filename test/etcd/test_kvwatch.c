@@ -322,11 +322,75 @@ static void test_requests_on_the_loop(void **state)
 	cw_kv_free(kv);
 }
 
+static void count_ticks(struct cw_loop *loop, void *arg)
+{
+	unsigned int *ticks = arg;
+
+	if (++*ticks >= 50) /* 1 s of 20 ms ticks */
+		cw_loop_stop(loop);
+}
+
+/*
+ * A watch whose client has no token yet, started while etcd is frozen:
+ * the authentication it needs first waits on the loop (the stream says it
+ * waits for a token), so the loop keeps ticking; once etcd answers, the
+ * token comes and the watch lists and syncs.
+ */
+static void test_watch_token_on_the_loop(void **state)
+{
+	struct cw_kv *fresh = client(), *writer = client();
+	struct cw_loop *loop = NULL;
+	struct cw_kv_watch *w = NULL;
+	struct cw_kv_watch_status st;
+	struct seen s = { 0 };
+	struct cw_timer *t;
+	unsigned int ticks = 0;
+	int64_t t0, t1;
+	char path[512];
+	FILE *f;
+	pid_t pid = 0;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/etcd.pid", env("ETCD_DIR"));
+	f = fopen(path, "r");
+	assert_non_null(f);
+	assert_int_equal(fscanf(f, "%d", &pid), 1);
+	fclose(f);
+	assert_int_equal(cw_kv_put(writer, "cilium/wt/tok", "v1", 2, 0), 0);
+	assert_int_equal(cw_loop_new(&loop), 0);
+
+	assert_int_equal(kill(pid, SIGSTOP), 0);
+	t0 = cw_loop_now_ms();
+	assert_int_equal(cw_kv_watch_start(loop, fresh, "cilium/wt/tok", &ops, &s, &w), 0);
+	assert_int_equal(cw_timer_add(loop, 20, 20, count_ticks, &ticks, &t), 0);
+	cw_loop_run(loop);
+	cw_timer_del(t);
+	t1 = cw_loop_now_ms();
+	kill(pid, SIGCONT);
+	/* 50 ticks in about their second: nothing held the loop */
+	assert_int_equal(ticks, 50);
+	assert_true(t1 - t0 < 2000);
+	cw_kv_watch_get_status(w, &st);
+	assert_false(st.synced);
+
+	assert_true(run_until(loop, w, "cilium/wt/tok", "v1"));
+	cw_kv_watch_get_status(w, &st);
+	assert_true(st.synced);
+	assert_int_equal(s.synced, 1);
+
+	cw_kv_watch_free(w);
+	cw_kv_delete(writer, "cilium/wt/tok", false);
+	cw_loop_free(loop);
+	cw_kv_free(fresh);
+	cw_kv_free(writer);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_follow_restart_compact),
 		cmocka_unit_test(test_requests_on_the_loop),
+		cmocka_unit_test(test_watch_token_on_the_loop),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

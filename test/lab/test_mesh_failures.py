@@ -354,7 +354,7 @@ def test_remote_etcd_down_service_fails_over_at_eviction(mesh):
     and both clusters answer again."""
     m = mesh
     start(m)
-    m.expect({C1: BOTH}, n=8, what="before the outage")
+    m.expect({C1: BOTH}, what="before the outage")
     m.check_services({}, what="before the outage")
     before = snapshot(m)
     t0 = outage_start(m)
@@ -652,7 +652,7 @@ def test_helper_sigkill_keeps_connections_and_maps(mesh, tmp_path):
     afterwards, and cluster2 is connected again with the same counts."""
     m = mesh
     start(m)
-    m.expect({C1: BOTH}, n=8, what="before the kill")
+    m.expect({C1: BOTH}, what="before the kill")
     pod = m.xwings(C1)[0]
     node = next(p["spec"]["nodeName"] for p in m.lab.pods(C1) if p["metadata"]["name"] == pod)
     netns = next(r["netns"] for r in m.lab.pod_records(C1) if r["name"] == pod and r.get("state") == "running")
