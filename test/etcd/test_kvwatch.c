@@ -112,6 +112,21 @@ static bool run_until(struct cw_loop *loop, struct cw_kv_watch *w, const char *k
 	return has_value(&u);
 }
 
+/* The fixture's etcd of now (a test before may have restarted it). */
+static pid_t etcd_pid(void)
+{
+	char path[512];
+	pid_t pid = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/etcd.pid", env("ETCD_DIR"));
+	f = fopen(path, "r");
+	assert_non_null(f);
+	assert_int_equal(fscanf(f, "%d", &pid), 1);
+	fclose(f);
+	return pid;
+}
+
 static void fixture(const char *verb)
 {
 	char cmd[512];
@@ -254,17 +269,10 @@ static void test_requests_on_the_loop(void **state)
 	struct req_run p = { 0 };
 	struct cw_kv_req *r;
 	struct cw_kv_pair got = { 0 };
-	char path[512];
-	FILE *f;
-	pid_t pid = 0;
+	pid_t pid;
 
 	(void)state;
-	/* the fixture's etcd of now (the test before restarted it) */
-	snprintf(path, sizeof(path), "%s/etcd.pid", env("ETCD_DIR"));
-	f = fopen(path, "r");
-	assert_non_null(f);
-	assert_int_equal(fscanf(f, "%d", &pid), 1);
-	fclose(f);
+	pid = etcd_pid();
 	assert_int_equal(cw_loop_new(&p.loop), 0);
 	assert_int_equal(cw_kv_req_new(p.loop, kv, &r), 0);
 
@@ -346,16 +354,10 @@ static void test_watch_token_on_the_loop(void **state)
 	struct cw_timer *t;
 	unsigned int ticks = 0;
 	int64_t t0, t1;
-	char path[512];
-	FILE *f;
-	pid_t pid = 0;
+	pid_t pid;
 
 	(void)state;
-	snprintf(path, sizeof(path), "%s/etcd.pid", env("ETCD_DIR"));
-	f = fopen(path, "r");
-	assert_non_null(f);
-	assert_int_equal(fscanf(f, "%d", &pid), 1);
-	fclose(f);
+	pid = etcd_pid();
 	assert_int_equal(cw_kv_put(writer, "cilium/wt/tok", "v1", 2, 0), 0);
 	assert_int_equal(cw_loop_new(&loop), 0);
 
