@@ -245,8 +245,11 @@ REPLICAS = 2  # of rebel-base and of x-wing in rebel-base.yaml, as in the walkth
 NETNS_DIR = Path("/run/netns")
 
 # n requests from one pod, each a new connection (so a new source port, a new flow to
-# balance): one line per request, the answer or "FAIL <curl's exit status>".
-SHOOT = ('i=0; while [ $i -lt {n} ]; do curl -s -m {t} http://{target}/ || printf "FAIL %s" $?; echo; '
+# balance): one line per request, the answer or "FAIL <curl's exit status> dns=<s>
+# connect=<s>", the times curl's name lookup and TCP connect had finished at (0: they had
+# not), which tell a lost DNS answer from a lost connection.
+SHOOT = ('i=0; while [ $i -lt {n} ]; do curl -s -m {t} -w "%{{onerror}}FAIL %{{exitcode}} '
+         'dns=%{{time_namelookup}}s connect=%{{time_connect}}s" http://{target}/; echo; '
          'i=$((i+1)); done')
 
 
