@@ -55,21 +55,6 @@ static __always_inline int handle_ipv4_from_overlay(struct __sk_buff *skb, __u32
 	if (ip->version != 4 || ip->ihl < 5)
 		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_INGRESS);
 
-	key.ip4 = ip->daddr;
-	dst = bpf_map_lookup_elem(&cw_endpoints, &key);
-	if (!dst) {
-		/*
-		 * The node itself, or a pod whose endpoint entry is not
-		 * written yet: the host stack routes it.  The inner
-		 * destination MAC is the sending pod's gateway, not this
-		 * device's, so the frame arrived as PACKET_OTHERHOST, which
-		 * IP input discards.
-		 */
-		bpf_skb_change_type(skb, PACKET_HOST);
-		cw_count(skb, CW_REASON_FORWARDED, CW_DIR_INGRESS);
-		return TC_ACT_OK;
-	}
-
 	/*
 	 * src_identity is the input of ingress policy.  Policy is enforced in
 	 * to_container, for local and remote senders alike, so the identity
@@ -78,11 +63,20 @@ static __always_inline int handle_ipv4_from_overlay(struct __sk_buff *skb, __u32
 	 */
 	(void)src_identity;
 
+	key.ip4 = ip->daddr;
+	dst = bpf_map_lookup_elem(&cw_endpoints, &key);
 	/* The reply of a flow the stack NATed on its way out goes back through it. */
-	rc = cw_stack_flow(skb, ip);
+	rc = dst ? cw_stack_flow(skb, ip) : 1;
 	if (rc < 0)
 		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_INGRESS);
 	if (rc) {
+		/*
+		 * The node itself, a pod whose endpoint entry is not written
+		 * yet, or a flow of the stack's: the host stack routes it.
+		 * The inner destination MAC is the sending pod's gateway, not
+		 * this device's, so the frame arrived as PACKET_OTHERHOST,
+		 * which IP input discards.
+		 */
 		bpf_skb_change_type(skb, PACKET_HOST);
 		cw_count(skb, CW_REASON_FORWARDED, CW_DIR_INGRESS);
 		return TC_ACT_OK;

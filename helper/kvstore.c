@@ -720,8 +720,9 @@ static void req_done(struct cw_loop *loop, CURL *easy, CURLcode res, void *arg)
 	}
 }
 
-int cw_kv_req_start(struct cw_kv_req *r, const char *path, const char *body, long timeout_ms,
-		    cw_kv_req_fn fn, void *arg)
+/* Sends @body to @path on @r, or (@auth_only) just gets its client a token. */
+static int req_begin(struct cw_kv_req *r, const char *path, const char *body, long timeout_ms,
+		     bool auth_only, cw_kv_req_fn fn, void *arg)
 {
 	char *p, *b;
 
@@ -740,32 +741,22 @@ int cw_kv_req_start(struct cw_kv_req *r, const char *path, const char *body, lon
 	r->body = b;
 	r->timeout_ms = timeout_ms;
 	r->retried = false;
-	r->auth_only = false;
+	r->auth_only = auth_only;
 	r->fn = fn;
 	r->arg = arg;
 	return req_send(r);
 }
 
+int cw_kv_req_start(struct cw_kv_req *r, const char *path, const char *body, long timeout_ms,
+		    cw_kv_req_fn fn, void *arg)
+{
+	return req_begin(r, path, body, timeout_ms, false, fn, arg);
+}
+
 /* Just a token for @r's client, as the first half of any request gets one. */
 static int req_auth_only(struct cw_kv_req *r, cw_kv_req_fn fn, void *arg)
 {
-	char *p = strdup("/v3/auth/authenticate"), *b = strdup("");
-
-	if (r->busy || !p || !b) {
-		free(p);
-		free(b);
-		return r->busy ? -EBUSY : -ENOMEM;
-	}
-	free(r->path);
-	free(r->body);
-	r->path = p;
-	r->body = b;
-	r->timeout_ms = r->kv->cfg.timeout_ms;
-	r->retried = false;
-	r->auth_only = true;
-	r->fn = fn;
-	r->arg = arg;
-	return req_send(r);
+	return req_begin(r, "/v3/auth/authenticate", "", r->kv->cfg.timeout_ms, true, fn, arg);
 }
 
 static int list_send(struct cw_kv_req *r, const char *from);

@@ -152,16 +152,23 @@ static void on_heartbeat_written(int rc, const char *body, size_t len, const cha
 		pr_warn("mesh-apiserver: heartbeat: %s", why);
 }
 
+/* The time now as Go's time.RFC3339 in UTC, as Cilium writes heartbeats and canaries. */
+static void rfc3339_now(char *buf, size_t len)
+{
+	time_t t = time(NULL);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
 static void on_heartbeat(struct cw_loop *loop, void *arg)
 {
 	struct meshapi *m = arg;
 	char now[64];
-	time_t t = time(NULL);
-	struct tm tm;
 
 	(void)loop;
-	gmtime_r(&t, &tm);
-	strftime(now, sizeof(now), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	rfc3339_now(now, sizeof(now));
 	put_async(m, &m->req_heartbeat, CW_KEY_HEARTBEAT, now, on_heartbeat_written);
 }
 
@@ -396,19 +403,25 @@ static void recs_clear(struct recs *r)
 }
 
 /* Takes @key and @val, also on failure. */
-static int recs_add(struct recs *r, char *key, char *val)
+/* Room for one more record. */
+static int recs_reserve(struct recs *r)
 {
-	if (!key || !val)
-		goto nomem;
 	if (r->n == r->cap) {
 		size_t cap = r->cap ? r->cap * 2 : 64;
 		struct rec *v = realloc(r->v, cap * sizeof(*v));
 
 		if (!v)
-			goto nomem;
+			return -ENOMEM;
 		r->v = v;
 		r->cap = cap;
 	}
+	return 0;
+}
+
+static int recs_add(struct recs *r, char *key, char *val)
+{
+	if (!key || !val || recs_reserve(r))
+		goto nomem;
 	r->v[r->n++] = (struct rec){ key, val };
 	return 0;
 nomem:
@@ -570,11 +583,8 @@ static int ops_add(struct meshapi *m, char *key, char *val, const char *canary)
 static int add_canary(struct meshapi *m, const char *kind)
 {
 	char *key = NULL, now[64];
-	time_t t = time(NULL);
-	struct tm tm;
 
-	gmtime_r(&t, &tm);
-	strftime(now, sizeof(now), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	rfc3339_now(now, sizeof(now));
 	if (asprintf(&key, CW_KEY_SYNCED "%s/cilium/state/%s/v1", m->o->cluster, kind) < 0)
 		return -ENOMEM;
 	return ops_add(m, key, strdup(now), kind);
@@ -650,15 +660,8 @@ static int recs_apply(struct recs *r, struct kvop *op)
 		op->val = NULL;
 		return 0;
 	}
-	if (r->n == r->cap) {
-		size_t cap = r->cap ? r->cap * 2 : 64;
-		struct rec *v = realloc(r->v, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		r->v = v;
-		r->cap = cap;
-	}
+	if (recs_reserve(r))
+		return -ENOMEM;
 	memmove(&r->v[at + 1], &r->v[at], (r->n - at) * sizeof(*r->v));
 	r->v[at] = (struct rec){ op->key, op->val };
 	r->n++;

@@ -245,18 +245,24 @@ static void value_key(struct cw_node *n, const char *labels, char *buf, size_t l
 
 static void pub_done(int rc, const char *body, size_t len, const char *why, void *arg);
 
-static int id_send(struct cw_node *n, enum cw_id_stage stage, const char *path, char *body)
+/* @body (taken; NULL: out of memory) to @path on the publication channel; pub_done answers. */
+static int pub_start(struct cw_node *n, const char *path, char *body)
 {
 	int rc;
 
 	if (!body)
 		return -ENOMEM;
-	n->id_op.stage = stage;
-	n->pub_op.kind = CW_PUB_IDENTITY;
-	n->pub_op.lease = n->id_op.lease;
 	rc = cw_kv_req_start(n->pub_req, path, body, PUBLISH_REQ_TIMEOUT_MS, pub_done, n);
 	free(body);
 	return rc;
+}
+
+static int id_send(struct cw_node *n, enum cw_id_stage stage, const char *path, char *body)
+{
+	n->id_op.stage = stage;
+	n->pub_op.kind = CW_PUB_IDENTITY;
+	n->pub_op.lease = n->id_op.lease;
+	return pub_start(n, path, body);
 }
 
 static int id_ref(struct cw_node *n)
@@ -276,7 +282,7 @@ static int value_prefix(const char *labels, char *prefix, size_t plen, char *end
 	return cw_kvp_prefix_end(prefix, end, elen);
 }
 
-/* The transaction for the next local id not known to be taken; -ENOSPC when none is left. */
+/* The transaction for the next local id not known to be taken; -ENOSPC (said) when none is left. */
 static int id_claim_next(struct cw_node *n)
 {
 	struct cw_id_op *op = &n->id_op;
@@ -289,8 +295,11 @@ static int id_claim_next(struct cw_node *n)
 
 	while (local <= CW_IDENTITY_LOCAL_MAX && (op->used[local / 8] & (1u << (local & 7))))
 		local++;
-	if (local > CW_IDENTITY_LOCAL_MAX)
+	if (local > CW_IDENTITY_LOCAL_MAX) {
+		cw_node_error(n, "identity: cluster %u has no free identity left for %s",
+			      n->o.cluster_id, op->labels);
 		return -ENOSPC;
+	}
 	op->candidate = (uint32_t)n->o.cluster_id << 16 | local;
 	rc = value_prefix(op->labels, vprefix, sizeof(vprefix), vend, sizeof(vend));
 	if (rc)
@@ -322,9 +331,6 @@ static int id_start(struct cw_node *n, const struct cw_local_ep *ep, const char 
 	cw_kv_watch_foreach(n->w_ids, id_scan, &s);
 	op->found = s.found;
 	rc = op->found ? id_ref(n) : id_claim_next(n);
-	if (rc == -ENOSPC)
-		cw_node_error(n, "identity: cluster %u has no free identity left for %s",
-			      n->o.cluster_id, labels);
 	if (rc)
 		id_reset(n);
 	return rc;
@@ -407,11 +413,7 @@ static int id_answer(struct cw_node *n, const char *body, size_t len)
 		if (op->found)
 			return id_ref(n);
 		op->used[(op->candidate & 0xffff) / 8] |= (uint8_t)(1u << (op->candidate & 7));
-		rc = id_claim_next(n);
-		if (rc == -ENOSPC)
-			cw_node_error(n, "identity: cluster %u has no free identity left for %s",
-				      n->o.cluster_id, op->labels);
-		return rc;
+		return id_claim_next(n);
 	case CW_ID_REF:
 		id_done(n);
 		return 0;
@@ -439,21 +441,12 @@ static void ip_key(struct in_addr ip, char *buf, size_t len)
  * meanwhile the pod may have gone, its IP been taken by another pod, or
  * the lease been replaced.  Identity resolution takes the same channel.
  */
-static void pub_done(int rc, const char *body, size_t len, const char *why, void *arg);
-
 static int pub_put(struct cw_node *n, const char *key, const char *val)
 {
-	char *body = cw_kvp_put_req(key, val, strlen(val), n->lease);
-	int rc;
-
-	if (!body)
-		return -ENOMEM;
 	snprintf(n->pub_op.key, sizeof(n->pub_op.key), "%s", key);
 	n->pub_op.lease = n->lease;
 	n->pub_op.gen = n->pub_gen;
-	rc = cw_kv_req_start(n->pub_req, "/v3/kv/put", body, PUBLISH_REQ_TIMEOUT_MS, pub_done, n);
-	free(body);
-	return rc;
+	return pub_start(n, "/v3/kv/put", cw_kvp_put_req(key, val, strlen(val), n->lease));
 }
 
 static int publish_node(struct cw_node *n)
@@ -527,8 +520,6 @@ static int publish_ep(struct cw_node *n, struct cw_local_ep *ep)
 	free(val);
 	return rc;
 }
-
-static struct cw_local_ep *ep_find(struct cw_node *n, const char *cid, const char *ifname);
 
 static bool ip_in_use(struct cw_node *n, struct in_addr ip)
 {
@@ -633,13 +624,9 @@ static void on_publish(struct cw_loop *loop, void *arg)
 	if (cw_kv_req_busy(n->pub_req))
 		return; /* its answer asks for the next step */
 	if (n->withdraw) {
-		char *body = cw_kvp_delete_req(n->withdraw->key, NULL);
-
 		n->pub_op.kind = CW_PUB_WITHDRAW;
 		snprintf(n->pub_op.key, sizeof(n->pub_op.key), "%s", n->withdraw->key);
-		rc = body ? cw_kv_req_start(n->pub_req, "/v3/kv/deleterange", body,
-					    PUBLISH_REQ_TIMEOUT_MS, pub_done, n) : -ENOMEM;
-		free(body);
+		rc = pub_start(n, "/v3/kv/deleterange", cw_kvp_delete_req(n->withdraw->key, NULL));
 		if (rc) {
 			cw_node_error(n, "etcd: cannot withdraw %s: %s", n->withdraw->key,
 				      cw_kv_error(n->kv));
@@ -688,7 +675,6 @@ static void republish_all(struct cw_node *n)
 	n->pub_gen++; /* an answer in flight no longer says all */
 	for (struct cw_local_ep *ep = n->eps; ep; ep = ep->next) {
 		ep->published = false;
-		n->pub_gen++;
 		ep->identity = 0; /* the value/ reference died with the lease */
 	}
 	cw_node_publish_soon(n);
