@@ -45,7 +45,8 @@ BPF_TESTS := $(patsubst test/bpf/%.c,$(BUILD)/test/%,$(wildcard test/bpf/test_*.
 
 GO_ENV := GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(abspath $(BUILD))/gocache GOFLAGS=
 
-all: $(BUILD)/causeway $(BUILD)/causeway-helper $(BUILD)/cnirunner $(TOOLS)
+all: $(BUILD)/causeway $(BUILD)/causeway-helper $(BUILD)/cnirunner $(TOOLS) \
+     $(BUILD)/bench/floor-attach
 
 $(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS)
 	@mkdir -p $(@D)
@@ -70,6 +71,17 @@ $(BUILD)/causeway-helper: $(HELPER_OBJS) $(BUILD)/libcauseway.a
 $(BUILD)/cnirunner: $(wildcard test/cnirunner/*.go)
 	@mkdir -p $(@D)
 	cd test/cnirunner && $(GO_ENV) go build -o $(abspath $@) .
+
+# The collect-metadata floor of test/bench/cross_node.py (not the datapath).
+$(BUILD)/bench/floor.bpf.o: test/bench/floor.bpf.c
+	@mkdir -p $(@D)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+$(BUILD)/bench/floor.skel.h: $(BUILD)/bench/floor.bpf.o
+	$(BPFTOOL) gen skeleton $< name floor_bpf > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/bench/floor-attach: test/bench/floor_attach.c $(BUILD)/bench/floor.skel.h
+	$(CC) $(CFLAGS) -I$(BUILD)/bench $(LDFLAGS) -o $@ $< $(LDLIBS)
 
 $(BUILD)/tools/%: test/tools/%.c
 	@mkdir -p $(@D)

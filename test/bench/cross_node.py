@@ -21,6 +21,15 @@ nodes,
   native baseline: static routes to the other node's pod subnet via its
                    underlay address, as Causeway's native mode installs.
 
+and, for the tunnel mode, a third figure, the collect-metadata floor: a
+third pair of ptp pods on the bare nodes, joined by a collect-metadata
+("external") VXLAN device per node (UDP 8473, beside the baseline's 8472)
+and test/bench/floor.bpf.c, the least a BPF datapath on such a device does
+(set the tunnel key and redirect out; rewrite the MACs and redirect in; no
+map, no check, no counter).  causeway/floor is what Causeway's own programs
+cost; floor/baseline is what the collect-metadata design itself costs
+against a VXLAN device the stack routes to, on this kernel.
+
 Each round runs, for every mode and for Causeway and its baseline back to
 back (the order flipping every round): iperf3 TCP bulk throughput and
 sockperf TCP ping-pong, pod a -> pod b, client on CPU 0, server on CPU 1.
@@ -57,11 +66,17 @@ TOPOLOGY = {
 }
 # Baseline pod subnets, per bare node j (1, 2): they exist only inside the
 # bare namespaces.
-BASE_SUBNET = {"tunnel": "10.245.{j}.0/24", "native": "10.246.{j}.0/24"}
+BASE_SUBNET = {"tunnel": "10.245.{j}.0/24", "native": "10.246.{j}.0/24",
+               "floor": "10.247.{j}.0/24"}
 BARE_ROW = 200      # bare node j gets <underlay>.200.(10 + j)
 BARE_VXLAN = "cwb_vxlan"
 VXLAN_PORT = 8472   # Causeway's (and Linux/Cilium's) VXLAN port
 VNI = 1
+FLOOR_VXLAN = "cwb_vxmd"
+FLOOR_PORT = 8473   # the baseline's device holds 8472 in the same namespace
+FLOOR_ATTACH = os.path.join(B.BUILD, "bench", "floor-attach")
+# What is measured per mode: Causeway, its baseline, and for the tunnel the floor.
+KINDS = {"tunnel": ("causeway", "baseline", "floor"), "native": ("causeway", "baseline")}
 
 
 def parse_args():
@@ -117,7 +132,7 @@ class BareNodes:
                        "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
             d = os.path.join(work, f"bare-n{j}")
             os.makedirs(d)
-            self.nodes.append({"j": j, "ns": ns, "ip": ip, "dir": d,
+            self.nodes.append({"j": j, "ns": ns, "ip": ip, "dir": d, "pods": {},
                                "runner": B.Runner(os.path.join(d, "libcni-cache"))})
 
     @staticmethod
@@ -143,9 +158,10 @@ class BareNodes:
         conf["mtu"] = self.mtu
         conf_file = B.write_json(os.path.join(node["dir"], f"{name}.conf"), conf)
         pod_ns = B.netns_add(self.cleanup, cid)
-        out = self.cni(node, conf_file, "add", cid, pod_ns)
+        out = json.loads(self.cni(node, conf_file, "add", cid, pod_ns))
         self.cleanup.push(f"ptp DEL {cid}", self.cni, node, conf_file, "del", cid, pod_ns)
-        return pod_ns, B.pod_ip(json.loads(out))
+        node["pods"][mode] = out
+        return pod_ns, B.pod_ip(out)
 
     def tunnel(self):
         """Plain VXLAN between the two bare nodes, static entries only."""
@@ -170,6 +186,23 @@ class BareNodes:
                            BARE_VXLAN, "dst", o["ip"])
                 self.ns_sh(n["ns"], "ip", "route", "add", BASE_SUBNET["tunnel"].format(j=o["j"]),
                            "via", o["vtep"], "dev", BARE_VXLAN, "onlink")
+
+    def floor(self):
+        """The collect-metadata floor: an external VXLAN device per node and
+        floor.bpf.c on it and on the floor pod's host veth."""
+        for n in self.nodes:
+            self.ns_sh(n["ns"], "ip", "link", "add", FLOOR_VXLAN, "type", "vxlan", "external",
+                       "dstport", str(FLOOR_PORT))
+            self.ns_sh(n["ns"], "ip", "link", "set", FLOOR_VXLAN, "mtu", str(self.mtu), "up")
+        for n in self.nodes:
+            res = n["pods"]["floor"]
+            host = next(i for i in res["interfaces"] if not i.get("sandbox"))
+            pod = next(i for i in res["interfaces"] if i.get("sandbox"))
+            for o in self.nodes:
+                if o is not n:
+                    B.sh(FLOOR_ATTACH, "tx", n["ns"], host["name"], FLOOR_VXLAN, o["ip"],
+                         BASE_SUBNET["floor"].format(j=o["j"]), str(VNI))
+            B.sh(FLOOR_ATTACH, "rx", n["ns"], FLOOR_VXLAN, host["name"], pod["mac"])
 
     def native(self):
         """Static routes to the other node's baseline pod subnet over the underlay."""
@@ -222,6 +255,22 @@ def drops(counters):
             if e["reason"] != "forwarded" and e["packets"]}
 
 
+def floor_figures(res, out):
+    """The tunnel's collect-metadata floor against Causeway and the baseline."""
+    cw, base, floor = res["tunnel/causeway"], res["tunnel/baseline"], res["tunnel/floor"]
+    for label, key, unit, fmt in (("throughput", "gbps", "Gbit/s", "{:.2f}"),
+                                  ("TCP RR", "rr_per_s", "round trips/s", "{:.0f}")):
+        cw_floor = B.median([c / f if f else float("inf") for c, f in zip(cw[key], floor[key])])
+        floor_base = B.median([f / b if b else float("inf")
+                               for f, b in zip(floor[key], base[key])])
+        print(f"{'':6} {'  floor':10}: collect-metadata floor {fmt.format(B.median(floor[key]))} "
+              f"{unit}: floor/baseline {floor_base:.3f}x (the design's cost), "
+              f"causeway/floor {cw_floor:.3f}x (Causeway's programs' cost)")
+        out["figures"][f"tunnel floor {key}"] = {
+            "floor": round(B.median(floor[key]), 3), "floor_vs_baseline": round(floor_base, 3),
+            "causeway_vs_floor": round(cw_floor, 3), "spread_floor": round(B.spread(floor[key]), 3)}
+
+
 def main():
     args = parse_args()
     preflight()
@@ -255,13 +304,15 @@ def main():
               f"pod b {pods['b'][1]} on {nodes[m][1]}")
 
     bare = BareNodes(cleanup, st, work, mtu)
-    for m in MODES:
-        setups[(m, "baseline")] = {"a": bare.pod(m, bare.nodes[0]), "b": bare.pod(m, bare.nodes[1])}
+    for m in MODES + ("floor",):
+        key = ("tunnel", "floor") if m == "floor" else (m, "baseline")
+        setups[key] = {"a": bare.pod(m, bare.nodes[0]), "b": bare.pod(m, bare.nodes[1])}
     bare.tunnel()
     bare.native()
-    for m in MODES:
-        p = setups[(m, "baseline")]
-        B.log(f"bench: baseline {m}: pod a {p['a'][1]} on bare node {bare.nodes[0]['ip']}, "
+    bare.floor()
+    for m, k in [(m, "baseline") for m in MODES] + [("tunnel", "floor")]:
+        p = setups[(m, k)]
+        B.log(f"bench: {k} {m}: pod a {p['a'][1]} on bare node {bare.nodes[0]['ip']}, "
               f"pod b {p['b'][1]} on bare node {bare.nodes[1]['ip']}")
 
     for key, pods in setups.items():
@@ -274,18 +325,19 @@ def main():
     # Which way the packets went: the tunnel devices' counters, before and after.
     lab_node1 = {m: os.path.join(B.NETNS_DIR, lab.cluster(CLUSTER[m])["nodes"][0]["netns"])
                  for m in MODES}
-    tx0 = {("tunnel", "causeway"): vxlan_tx(lab_node1["tunnel"], "cw_vxlan"),
-           ("native", "causeway"): vxlan_tx(lab_node1["native"], "cw_vxlan"),
-           ("tunnel", "baseline"): vxlan_tx(bare.nodes[0]["ns"], BARE_VXLAN)}
+    tx_dev = {("tunnel", "causeway"): (lab_node1["tunnel"], "cw_vxlan"),
+              ("native", "causeway"): (lab_node1["native"], "cw_vxlan"),
+              ("tunnel", "baseline"): (bare.nodes[0]["ns"], BARE_VXLAN),
+              ("tunnel", "floor"): (bare.nodes[0]["ns"], FLOOR_VXLAN)}
+    tx0 = {k: vxlan_tx(*d) for k, d in tx_dev.items()}
     setup_s = time.monotonic() - t_start
 
-    kinds = ("causeway", "baseline")
     res = {f"{m}/{k}": {"gbps": [], "rr_per_s": [], "p50_us": [], "p99_us": []}
-           for m in MODES for k in kinds}
+           for m in MODES for k in KINDS[m]}
     for r in range(args.rounds):
-        order = kinds if r % 2 == 0 else kinds[::-1]
         modes = MODES if r % 2 == 0 else MODES[::-1]
         for m in modes:
+            order = KINDS[m] if r % 2 == 0 else KINDS[m][::-1]
             for k in order:
                 a, b = setups[(m, k)]["a"], setups[(m, k)]["b"]
                 res[f"{m}/{k}"]["gbps"].append(
@@ -299,12 +351,11 @@ def main():
             f"{m} cw {res[f'{m}/causeway']['gbps'][-1]:.2f}/base "
             f"{res[f'{m}/baseline']['gbps'][-1]:.2f} Gbit/s, cw "
             f"{res[f'{m}/causeway']['rr_per_s'][-1]:.0f}/base "
-            f"{res[f'{m}/baseline']['rr_per_s'][-1]:.0f} RR/s" for m in MODES))
+            f"{res[f'{m}/baseline']['rr_per_s'][-1]:.0f} RR/s" for m in MODES) +
+            f"; tunnel floor {res['tunnel/floor']['gbps'][-1]:.2f} Gbit/s, "
+            f"{res['tunnel/floor']['rr_per_s'][-1]:.0f} RR/s")
 
-    tx1 = {k: vxlan_tx(lab_node1["tunnel"] if k == ("tunnel", "causeway") else
-                       lab_node1["native"] if k == ("native", "causeway") else
-                       bare.nodes[0]["ns"], "cw_vxlan" if k[1] == "causeway" else BARE_VXLAN)
-           for k in tx0}
+    tx1 = {k: vxlan_tx(*d) for k, d in tx_dev.items()}
     counters = {m: helper_metrics(lab, CLUSTER[m], nodes[m][0]) for m in MODES}
     counters_b = {m: helper_metrics(lab, CLUSTER[m], nodes[m][1]) for m in MODES}
 
@@ -336,6 +387,8 @@ def main():
                 "ratio": round(ratio, 3), "round_ratios": [round(x, 3) for x in ratios],
                 "spread_causeway": round(B.spread(cw[key]), 3),
                 "spread_baseline": round(B.spread(base[key]), 3), "goal": GOAL, "met": met}
+        if m == "tunnel":
+            floor_figures(res, out)
         print(f"{m:6} {'RR one-way':10}: causeway p50 {B.median(cw['p50_us']):.1f} us "
               f"p99 {B.median(cw['p99_us']):.1f} us vs baseline p50 "
               f"{B.median(base['p50_us']):.1f} us p99 {B.median(base['p99_us']):.1f} us "
@@ -344,23 +397,31 @@ def main():
     print("per round (spread = (max - min) / median):")
     for m in MODES:
         for label, key, fmt in (("Gbit/s", "gbps", "{:.2f}"), ("RR/s", "rr_per_s", "{:.0f}")):
-            for k in kinds:
+            for k in KINDS[m]:
                 vals = res[f"{m}/{k}"][key]
                 print(f"  {m:6} {label:6} {k:8} {' '.join(fmt.format(v) for v in vals)}"
                       f"  spread {B.spread(vals):.0%}")
             ratios = [c / b for c, b in zip(res[f"{m}/causeway"][key], res[f"{m}/baseline"][key])]
             print(f"  {m:6} {label:6} {'ratio':8} {' '.join(f'{x:.3f}' for x in ratios)}")
+            if m == "tunnel":
+                for num, den in (("causeway", "floor"), ("floor", "baseline")):
+                    ratios = [c / b for c, b in zip(res[f"{m}/{num}"][key], res[f"{m}/{den}"][key])]
+                    print(f"  {m:6} {label:6} {num[:2] + '/' + den[:4]:8} "
+                          f"{' '.join(f'{x:.3f}' for x in ratios)}")
 
     print()
     print("path check (packets sent by node 1's VXLAN device during the rounds):")
     for k, label in ((("tunnel", "causeway"), "causeway tunnel, cw_vxlan"),
                      (("native", "causeway"), "causeway native, cw_vxlan"),
-                     (("tunnel", "baseline"), f"baseline tunnel, {BARE_VXLAN}")):
+                     (("tunnel", "baseline"), f"baseline tunnel, {BARE_VXLAN}"),
+                     (("tunnel", "floor"), f"floor tunnel, {FLOOR_VXLAN}")):
         d = tx1[k] - tx0[k] if tx0[k] is not None and tx1[k] is not None else None
         print(f"  {label:28} {d if d is not None else '?'}")
     warn = []
     if not (tx1[("tunnel", "causeway")] or 0) - (tx0[("tunnel", "causeway")] or 0):
         warn.append("causeway tunnel mode sent nothing over cw_vxlan")
+    if not (tx1[("tunnel", "floor")] or 0) - (tx0[("tunnel", "floor")] or 0):
+        warn.append(f"the floor sent nothing over {FLOOR_VXLAN}")
     if (tx1[("native", "causeway")] or 0) - (tx0[("native", "causeway")] or 0) > 100:
         warn.append("causeway native mode sent traffic over cw_vxlan")
     for m in MODES:
