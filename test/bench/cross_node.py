@@ -265,7 +265,7 @@ def floor_figures(res, out):
                                for f, b in zip(floor[key], base[key])])
         print(f"{'':6} {'  floor':10}: collect-metadata floor {fmt.format(B.median(floor[key]))} "
               f"{unit}: floor/baseline {floor_base:.3f}x (the design's cost), "
-              f"causeway/floor {cw_floor:.3f}x (Causeway's programs' cost)")
+              f"causeway/floor {cw_floor:.3f}x (Causeway's programs and node rules)")
         out["figures"][f"tunnel floor {key}"] = {
             "floor": round(B.median(floor[key]), 3), "floor_vs_baseline": round(floor_base, 3),
             "causeway_vs_floor": round(cw_floor, 3), "spread_floor": round(B.spread(floor[key]), 3)}
