@@ -51,12 +51,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
  * is redirected there, past the host's forwarding path.  Anything else is
  * the stack's.
  */
-static __always_inline bool mesh_pod(const struct iphdr *ip)
+static __always_inline bool mesh_pod(const struct cw_ipcache_info *ipc)
 {
-	struct cw_lpm_key key = { .prefixlen = 32, .ip4 = ip->daddr };
-	const struct cw_ipcache_info *ipc;
-
-	ipc = bpf_map_lookup_elem(&cw_ipcache, &key);
 	/*
 	 * Only pods: traffic to anything else may be masqueraded, and the
 	 * stack's NAT is what does that.
@@ -73,6 +69,7 @@ static __always_inline bool mesh_pod(const struct iphdr *ip)
 static __always_inline int ipv4_to_remote(struct __sk_buff *skb, struct iphdr *ip,
 					  bool src_known, __u32 src_identity)
 {
+	const struct cw_ipcache_info *ipc;
 	const struct cw_config *cfg;
 	__be32 remote, local;
 	__u32 vxlan_ifindex;
@@ -93,9 +90,9 @@ static __always_inline int ipv4_to_remote(struct __sk_buff *skb, struct iphdr *i
 		return TC_ACT_OK;
 	}
 	cfg = cw_node_config();
-	remote = cw_tunnel_endpoint(ip->daddr);
+	remote = cw_tunnel_endpoint(ip->daddr, &ipc);
 	if (!remote) {
-		if (mesh_pod(ip)) {
+		if (mesh_pod(ipc)) {
 			rc = cw_fib_redirect(skb, ip, cfg ? cfg->vxlan_ifindex : 0);
 			if (rc >= 0) {
 				if (rc != TC_ACT_SHOT)

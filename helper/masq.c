@@ -30,10 +30,6 @@ static char *const jumps[][4] = {
 	{ "raw", "OUTPUT", CW_MASQ_RAW_CHAIN, RAW_COMMENT },
 	{ "mangle", "POSTROUTING", CW_MASQ_MANGLE_CHAIN, MANGLE_COMMENT },
 };
-/* Our chains: table, chain.  nat's first. */
-static char *const chains[][2] = { { "nat", CW_MASQ_CHAIN },
-				   { "raw", CW_MASQ_RAW_CHAIN },
-				   { "mangle", CW_MASQ_MANGLE_CHAIN } };
 
 static int cmp_prefix(const void *a, const void *b)
 {
@@ -295,26 +291,19 @@ int cw_masq_sync(struct cw_masq *m, struct cw_prefix4 src, const struct cw_prefi
 
 void cw_masq_remove(struct cw_masq *m)
 {
+	char *const *nat = jumps[0];
+	char *del[] = { "iptables", "-w", "5", "-t", nat[0], "-D", nat[1], "-m", "comment",
+			"--comment", nat[3], "-j", nat[2], NULL };
+	char *flush[] = { "iptables", "-w", "5", "-t", nat[0], "-F", nat[2], NULL };
+	char *drop[] = { "iptables", "-w", "5", "-t", nat[0], "-X", nat[2], NULL };
 	char out[300];
 
 	/* each may find nothing to remove, which is the state wanted */
-	for (size_t i = 0; i < 1; i++) { /* nat's jump */
-		char *del[] = { "iptables", "-w", "5", "-t", jumps[i][0], "-D",
-				jumps[i][1], "-m", "comment", "--comment",
-				jumps[i][3], "-j", jumps[i][2], NULL };
-
-		for (int k = 0; k < 8 && run(m->iptables_dir, del, NULL, out, sizeof(out)) == 0; k++)
-			;
-	}
-	for (size_t i = 0; i < 1; i++) { /* nat's chain */
-		char *table = chains[i][0], *chain = chains[i][1];
-		char *flush[] = { "iptables", "-w", "5", "-t", table, "-F", chain, NULL };
-		char *drop[] = { "iptables", "-w", "5", "-t", table, "-X", chain, NULL };
-
-		if (run(m->iptables_dir, flush, NULL, out, sizeof(out)) == 0 &&
-		    run(m->iptables_dir, drop, NULL, out, sizeof(out)) == 0)
-			pr_info("masquerade: off; removed the %s chain of the %s table", chain, table);
-	}
+	for (int k = 0; k < 8 && run(m->iptables_dir, del, NULL, out, sizeof(out)) == 0; k++)
+		;
+	if (run(m->iptables_dir, flush, NULL, out, sizeof(out)) == 0 &&
+	    run(m->iptables_dir, drop, NULL, out, sizeof(out)) == 0)
+		pr_info("masquerade: off; removed the %s chain of the %s table", nat[2], nat[0]);
 }
 
 void cw_masq_clear(struct cw_masq *m)
