@@ -112,8 +112,7 @@ static __always_inline int ipv4_to_remote(struct __sk_buff *skb, struct iphdr *i
 	/* This node is a routing hop, as on the local path. */
 	if (ip->ttl <= 1)
 		return cw_drop(skb, -CW_DROP_TTL_EXCEEDED, CW_DIR_EGRESS);
-	if (cw_ipv4_dec_ttl(skb, ip) < 0)
-		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
+	cw_ipv4_dec_ttl(ip);
 	if (cw_tunnel_set_key(skb, remote, local, src_identity) < 0)
 		return cw_drop(skb, -CW_DROP_TUNNEL_FAILED, CW_DIR_EGRESS);
 

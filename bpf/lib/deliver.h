@@ -22,25 +22,14 @@
 static __always_inline int cw_deliver_local(struct __sk_buff *skb, struct iphdr *ip,
 					    const struct cw_endpoint_info *dst, __u8 dir)
 {
-	__u8 macs[2 * ETH_ALEN]; /* the Ethernet header's destination, then source */
-	__u32 ifindex;
-
 	if (ip->ttl <= 1)
 		return cw_drop(skb, -CW_DROP_TTL_EXCEEDED, dir);
-
-	/* Copy out before skb helpers invalidate packet and map pointers. */
-	ifindex = dst->ifindex;
-	cw_mac_copy(macs, dst->pod_mac);
-	cw_mac_copy(macs + ETH_ALEN, dst->host_mac);
-
-	if (cw_ipv4_dec_ttl(skb, ip) < 0)
+	cw_ipv4_dec_ttl(ip);
+	if (cw_eth_set_macs(skb, dst->pod_mac, dst->host_mac) < 0)
 		return cw_drop(skb, -CW_DROP_INVALID_PACKET, dir);
-	if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0) < 0)
-		return cw_drop(skb, -CW_DROP_INVALID_PACKET, dir);
-
 	skb->mark |= CW_MARK_REDIRECTED;
 	cw_count(skb, CW_REASON_FORWARDED, dir);
-	return bpf_redirect(ifindex, 0);
+	return bpf_redirect(dst->ifindex, 0);
 }
 
 #endif

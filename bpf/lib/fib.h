@@ -37,7 +37,6 @@ static __always_inline int cw_fib_redirect(struct __sk_buff *skb, struct iphdr *
 {
 	struct bpf_fib_lookup p = {};
 	struct bpf_redir_neigh nh = {};
-	__u8 macs[2 * ETH_ALEN]; /* destination, then source, as in the header */
 	long rc;
 
 	if (ip->ttl <= 1)
@@ -55,17 +54,13 @@ static __always_inline int cw_fib_redirect(struct __sk_buff *skb, struct iphdr *
 		return -1;
 	if (p.ifindex == avoid_ifindex || p.ifindex == skb->ingress_ifindex)
 		return -1;
-	/* Before any write: the helpers below invalidate @ip. */
-	if (cw_ipv4_dec_ttl(skb, ip) < 0)
-		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
+	cw_ipv4_dec_ttl(ip);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		nh.nh_family = CW_AF_INET;
 		nh.ipv4_nh = p.ipv4_dst; /* the lookup left the next hop here */
 		return (int)bpf_redirect_neigh(p.ifindex, &nh, sizeof(nh), 0);
 	}
-	cw_mac_copy(macs, p.dmac);
-	cw_mac_copy(macs + ETH_ALEN, p.smac);
-	if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0) < 0)
+	if (cw_eth_set_macs(skb, p.dmac, p.smac) < 0)
 		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
 	return (int)bpf_redirect(p.ifindex, 0);
 }

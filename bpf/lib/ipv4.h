@@ -10,27 +10,44 @@
 #include <bpf/bpf_helpers.h>
 
 #define CW_IP_OFF   ETH_HLEN
-#define CW_TTL_OFF  (CW_IP_OFF + __builtin_offsetof(struct iphdr, ttl))
 #define CW_CSUM_OFF (CW_IP_OFF + __builtin_offsetof(struct iphdr, check))
 #define CW_IP_MF    0x2000 /* frag_off: more fragments follow */
 
 /*
  * Decrement the TTL as a router would (the pod's next hop is the node) and
- * fix the header checksum incrementally (RFC 1624).  TTL shares a 16-bit
- * word with the protocol byte, so the checksum update covers that word.
+ * fix the header checksum incrementally (RFC 1624): the 16-bit word TTL
+ * shares with the protocol byte goes down by 0x0100, so the checksum goes
+ * up by as much, with the end-around carry (the kernel's ip_decrease_ttl()
+ * does the same).  Written in place, not by bpf_l3_csum_replace() and
+ * bpf_skb_store_bytes(): two helper calls cost more per packet than the
+ * rest of a forwarding decision.  @ip must be a checked packet pointer;
+ * the verifier makes the header writable (unclones it) on entry to any
+ * program that writes the packet directly.
  */
-static __always_inline int cw_ipv4_dec_ttl(struct __sk_buff *skb, struct iphdr *ip)
+static __always_inline void cw_ipv4_dec_ttl(struct iphdr *ip)
 {
-	__u8 ttl = ip->ttl;
-	__be16 old_word = bpf_htons((__u16)ttl << 8 | ip->protocol);
-	__be16 new_word = bpf_htons((__u16)(ttl - 1) << 8 | ip->protocol);
-	__u8 new_ttl = ttl - 1;
+	__u32 check = (__u32)ip->check + (__u32)bpf_htons(0x0100);
 
-	if (bpf_l3_csum_replace(skb, CW_CSUM_OFF, old_word, new_word, 2) < 0)
-		return -1;
-	if (bpf_skb_store_bytes(skb, CW_TTL_OFF, &new_ttl, 1, 0) < 0)
-		return -1;
-	return 0;
+	ip->check = (__u16)(check + (check >= 0xFFFF));
+	ip->ttl--;
+}
+
+/*
+ * Read @len bytes at @off: in place when the linear data holds them (the
+ * usual case: every header Causeway reads is there in a packet the stack
+ * built), by bpf_skb_load_bytes() otherwise.  -1 when the packet is
+ * shorter.
+ */
+static __always_inline int cw_load(struct __sk_buff *skb, __u32 off, void *to, __u32 len)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	if (off <= 128 && data + off + len <= data_end) {
+		__builtin_memcpy(to, data + off, len);
+		return 0;
+	}
+	return bpf_skb_load_bytes(skb, off, to, len) < 0 ? -1 : 0;
 }
 
 /*
@@ -52,7 +69,7 @@ static __always_inline int cw_ipv4_tuple(struct __sk_buff *skb, const struct iph
 		return 0;
 	if (ip->frag_off & bpf_htons(0x1fff)) /* not the first fragment */
 		return 0;
-	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)) < 0)
+	if (cw_load(skb, l4, ports, sizeof(ports)) < 0)
 		return -1;
 	t->sport = ports[0];
 	t->dport = ports[1];

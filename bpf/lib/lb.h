@@ -36,7 +36,7 @@ static __always_inline int cw_tcp_flags(struct __sk_buff *skb, __u32 l4, __u8 pr
 		return -1;
 	if (proto != IPPROTO_TCP)
 		return 0;
-	return bpf_skb_load_bytes(skb, l4 + CW_TCP_FLAGS_OFF, flags, 1) < 0 ? -1 : 0;
+	return cw_load(skb, l4 + CW_TCP_FLAGS_OFF, flags, 1);
 }
 
 /*
