@@ -448,10 +448,10 @@ static void metrics_text(struct cw_node *n, struct sbuf *b)
 			if (r > 0 && r < CW_DROP_MIN)
 				continue;
 			for (unsigned int dir = 0; dir < 2; dir++) {
-				struct cw_metrics_key k = { .reason = (__u8)r, .dir = (__u8)dir };
 				struct cw_metrics_value v;
 
-				if (cw_metrics_sum(n->dp->map_metrics, &k, &v) || !v.packets)
+				if (cw_metrics_sum(n->dp->map_metrics, (__u8)r, (__u8)dir, &v) ||
+				    !v.packets)
 					continue;
 				sb_printf(b, "causeway_datapath_packets_total{reason=\"%s\","
 					     "direction=\"%s\"} %llu\n", cw_reason_name(r),

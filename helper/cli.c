@@ -109,7 +109,6 @@ int cw_cli_bpf_endpoints(const struct cw_cli_opts *o)
 
 int cw_cli_metrics(const struct cw_cli_opts *o)
 {
-	struct cw_metrics_key key, next, *prev = NULL;
 	struct cw_metrics_value v;
 	struct cw_dp *dp = NULL;
 	cJSON *arr = cJSON_CreateArray();
@@ -120,27 +119,27 @@ int cw_cli_metrics(const struct cw_cli_opts *o)
 	}
 	if (!o->json)
 		printf("%-10s %-24s %12s %14s\n", "DIRECTION", "REASON", "PACKETS", "BYTES");
-	while (bpf_map_get_next_key(dp->map_metrics, prev, &next) == 0) {
-		const char *dir;
+	/* every slot exists in the array: the ones never counted are left out */
+	for (unsigned int r = 0; r < CW_DROP_MAX; r++) {
+		for (unsigned int d = 0; d < 2; d++) {
+			const char *dir = d == CW_DIR_INGRESS ? "ingress" : "egress";
 
-		key = next;
-		prev = &key;
-		if (cw_metrics_sum(dp->map_metrics, &key, &v))
-			continue;
-		dir = key.dir == CW_DIR_INGRESS ? "ingress" : "egress";
-		if (o->json) {
-			cJSON *e = cJSON_CreateObject();
+			if (cw_metrics_sum(dp->map_metrics, (__u8)r, (__u8)d, &v) || !v.packets)
+				continue;
+			if (o->json) {
+				cJSON *e = cJSON_CreateObject();
 
-			cJSON_AddStringToObject(e, "direction", dir);
-			cJSON_AddNumberToObject(e, "reasonCode", key.reason);
-			cJSON_AddStringToObject(e, "reason", cw_reason_name(key.reason));
-			cJSON_AddBoolToObject(e, "drop", key.reason != CW_REASON_FORWARDED);
-			cJSON_AddNumberToObject(e, "packets", (double)v.packets);
-			cJSON_AddNumberToObject(e, "bytes", (double)v.bytes);
-			cJSON_AddItemToArray(arr, e);
-		} else {
-			printf("%-10s %-24s %12llu %14llu\n", dir, cw_reason_name(key.reason),
-			       (unsigned long long)v.packets, (unsigned long long)v.bytes);
+				cJSON_AddStringToObject(e, "direction", dir);
+				cJSON_AddNumberToObject(e, "reasonCode", r);
+				cJSON_AddStringToObject(e, "reason", cw_reason_name(r));
+				cJSON_AddBoolToObject(e, "drop", r != CW_REASON_FORWARDED);
+				cJSON_AddNumberToObject(e, "packets", (double)v.packets);
+				cJSON_AddNumberToObject(e, "bytes", (double)v.bytes);
+				cJSON_AddItemToArray(arr, e);
+			} else {
+				printf("%-10s %-24s %12llu %14llu\n", dir, cw_reason_name(r),
+				       (unsigned long long)v.packets, (unsigned long long)v.bytes);
+			}
 		}
 	}
 	finish(o, arr, dp);

@@ -88,6 +88,56 @@ static int pin_path(char *buf, size_t len, const char *root, const char *name)
 	return 0;
 }
 
+/*
+ * Whether the pinned cw_metrics has this release's layout.  Earlier ones
+ * pinned a per-CPU hash, which libbpf refuses to adopt for the per-CPU
+ * array the programs now declare, and which the readers here would find
+ * empty.
+ */
+static bool metrics_pin_current(const char *path)
+{
+	struct bpf_map_info info = { 0 };
+	__u32 len = sizeof(info);
+	bool ok;
+	int fd;
+
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		return false;
+	ok = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 &&
+	     info.type == BPF_MAP_TYPE_PERCPU_ARRAY && info.key_size == sizeof(__u32) &&
+	     info.value_size == sizeof(struct cw_metrics_value) &&
+	     info.max_entries == CW_MAX_METRICS;
+	close(fd);
+	return ok;
+}
+
+/*
+ * A metrics pin of an older layout is replaced rather than adopted: it
+ * holds only counters, which restart from zero (the programs still
+ * attached keep theirs until they are replaced).  Any other map holds
+ * state, and a pin of another layout fails the load, by libbpf's check.
+ */
+static int replace_stale_metrics(const char *bpf_root)
+{
+	char path[PATH_MAX];
+	int err = pin_path(path, sizeof(path), bpf_root, CW_MAP_METRICS);
+
+	if (err)
+		return err;
+	if (access(path, F_OK) || metrics_pin_current(path))
+		return 0;
+	if (unlink(path) < 0) {
+		err = -errno;
+		pr_err("datapath: cannot remove %s, pinned with an older layout: %s", path,
+		       strerror(errno));
+		return err;
+	}
+	pr_info("datapath: %s had an older layout (not a per-CPU array of %d slots): replaced, "
+		"its counters restart", path, CW_MAX_METRICS);
+	return 0;
+}
+
 bool cw_dp_pinned(const char *bpf_root)
 {
 	char path[PATH_MAX];
@@ -100,7 +150,8 @@ bool cw_dp_pinned(const char *bpf_root)
 		if (pin_path(path, sizeof(path), bpf_root, map_pins[i]) || access(path, F_OK))
 			return false;
 	}
-	return true;
+	return pin_path(path, sizeof(path), bpf_root, CW_MAP_METRICS) == 0 &&
+	       metrics_pin_current(path);
 }
 
 /* One lock per bpffs root: the plugin's first ADDs and the helper share it. */
@@ -179,6 +230,9 @@ static int load_locked(const char *bpf_root)
 	struct netdev *netdev = NULL;
 	int err;
 
+	err = replace_stale_metrics(bpf_root);
+	if (err)
+		return err;
 	lxc = lxc__open_opts(&opts);
 	if (!lxc)
 		return open_failed("lxc");
@@ -925,8 +979,9 @@ int cw_lb4_ct_gc(const struct cw_dp *dp, __u32 now, size_t *deleted)
 	return 0;
 }
 
-int cw_metrics_sum(int map_fd, const struct cw_metrics_key *key, struct cw_metrics_value *out)
+int cw_metrics_sum(int map_fd, __u8 reason, __u8 dir, struct cw_metrics_value *out)
 {
+	__u32 idx = cw_metrics_index(reason, dir);
 	int ncpu = libbpf_num_possible_cpus();
 	struct cw_metrics_value *vals;
 	int err = 0;
@@ -937,7 +992,7 @@ int cw_metrics_sum(int map_fd, const struct cw_metrics_key *key, struct cw_metri
 	if (!vals)
 		return -ENOMEM;
 	memset(out, 0, sizeof(*out));
-	if (bpf_map_lookup_elem(map_fd, key, vals)) {
+	if (bpf_map_lookup_elem(map_fd, &idx, vals)) {
 		err = -errno;
 		goto cleanup;
 	}

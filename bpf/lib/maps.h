@@ -22,9 +22,9 @@ struct {
 } cw_endpoints SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, CW_MAX_METRICS);
-	__type(key, struct cw_metrics_key);
+	__type(key, __u32);
 	__type(value, struct cw_metrics_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cw_metrics SEC(".maps");

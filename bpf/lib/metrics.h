@@ -8,17 +8,15 @@
 
 static __always_inline void cw_count(struct __sk_buff *skb, __u8 reason, __u8 dir)
 {
-	struct cw_metrics_key key = { .reason = reason, .dir = dir };
-	struct cw_metrics_value *v, init = { .packets = 1, .bytes = skb->len };
+	__u32 idx = cw_metrics_index(reason, dir);
+	struct cw_metrics_value *v;
 
-	v = bpf_map_lookup_elem(&cw_metrics, &key);
+	v = bpf_map_lookup_elem(&cw_metrics, &idx);
 	if (v) {
 		/* per-CPU value: no other CPU writes this copy */
 		v->packets += 1;
 		v->bytes += skb->len;
-		return;
 	}
-	bpf_map_update_elem(&cw_metrics, &key, &init, BPF_NOEXIST);
 }
 
 /* Every TC_ACT_SHOT goes through here so that no drop goes uncounted. */

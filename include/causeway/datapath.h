@@ -113,18 +113,23 @@ enum cw_dir {
 	CW_DIR_EGRESS  = 1, /* from the pod (from-container) */
 };
 
-struct cw_metrics_key {
-	__u8  reason;  /* enum cw_reason */
-	__u8  dir;     /* enum cw_dir */
-	__u16 pad;
-};
+/*
+ * cw_metrics is a per-CPU array (its lookups are inlined by the verifier,
+ * a hash's are calls, and every forwarded packet is counted) with one slot
+ * per reason and direction.
+ */
+#define CW_MAX_METRICS 512 /* 256 reasons x 2 directions */
+
+static inline __u32 cw_metrics_index(__u8 reason, __u8 dir)
+{
+	return (__u32)reason << 1 | (dir & 1);
+}
 
 struct cw_metrics_value {
 	__u64 packets;
 	__u64 bytes;
 };
 
-#define CW_MAX_METRICS 512
 
 /*
  * Flows whose replies must go through the host stack: flows between local
@@ -385,7 +390,6 @@ _Static_assert(sizeof(struct cw_tunnel_info) == 8, "cw_tunnel_info layout");
 _Static_assert(sizeof(struct cw_config) == 16, "cw_config layout");
 _Static_assert(sizeof(struct cw_endpoint_key) == 4, "cw_endpoint_key layout");
 _Static_assert(sizeof(struct cw_endpoint_info) == 24, "cw_endpoint_info layout");
-_Static_assert(sizeof(struct cw_metrics_key) == 4, "cw_metrics_key layout");
 _Static_assert(sizeof(struct cw_metrics_value) == 16, "cw_metrics_value layout");
 _Static_assert(sizeof(struct cw_flow_key) == 16, "cw_flow_key layout");
 

@@ -157,8 +157,8 @@ __u32 cw_lb4_ct_clock(void);
  */
 int cw_lb4_ct_gc(const struct cw_dp *dp, __u32 now, size_t *deleted);
 
-/* Sum one metrics key over all CPUs. */
-int cw_metrics_sum(int map_fd, const struct cw_metrics_key *key, struct cw_metrics_value *out);
+/* Sum one metrics slot (reason, direction) over all CPUs. */
+int cw_metrics_sum(int map_fd, __u8 reason, __u8 dir, struct cw_metrics_value *out);
 const char *cw_reason_name(unsigned int reason);
 
 #endif

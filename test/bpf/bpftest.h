@@ -239,9 +239,8 @@ static inline int bt_prog_run(int prog_fd, const void *in, __u32 len, __u32 ifin
 
 static inline struct cw_metrics_value counter(int metrics_fd, enum cw_reason reason, enum cw_dir dir)
 {
-	struct cw_metrics_key key = { .reason = (__u8)reason, .dir = (__u8)dir };
 	struct cw_metrics_value v = { 0 };
-	int err = cw_metrics_sum(metrics_fd, &key, &v);
+	int err = cw_metrics_sum(metrics_fd, (__u8)reason, (__u8)dir, &v);
 
 	if (err && err != -ENOENT)
 		fail_msg("cw_metrics_sum: %s", strerror(-err));

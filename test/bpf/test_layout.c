@@ -52,8 +52,6 @@ static const struct layout layouts[] = {
 	  { MEMBER(cw_endpoint_info, ifindex), MEMBER(cw_endpoint_info, identity),
 	    MEMBER(cw_endpoint_info, ep_id), MEMBER(cw_endpoint_info, flags),
 	    MEMBER(cw_endpoint_info, pod_mac), MEMBER(cw_endpoint_info, host_mac) }, 6 },
-	{ "cw_metrics_key", sizeof(struct cw_metrics_key), 4,
-	  { MEMBER(cw_metrics_key, reason), MEMBER(cw_metrics_key, dir), MEMBER(cw_metrics_key, pad) }, 3 },
 	{ "cw_metrics_value", sizeof(struct cw_metrics_value), 16,
 	  { MEMBER(cw_metrics_value, packets), MEMBER(cw_metrics_value, bytes) }, 2 },
 	{ "cw_flow_key", sizeof(struct cw_flow_key), 16,
@@ -106,9 +104,11 @@ static void test_user_space_offsets(void **state)
 	assert_int_equal(offsetof(struct cw_endpoint_info, flags), 10);
 	assert_int_equal(offsetof(struct cw_endpoint_info, pod_mac), 12);
 	assert_int_equal(offsetof(struct cw_endpoint_info, host_mac), 18);
-	assert_int_equal(offsetof(struct cw_metrics_key, reason), 0);
-	assert_int_equal(offsetof(struct cw_metrics_key, dir), 1);
-	assert_int_equal(offsetof(struct cw_metrics_key, pad), 2);
+	/* one metrics slot per (reason, direction), none shared */
+	assert_int_equal(cw_metrics_index(CW_REASON_FORWARDED, CW_DIR_INGRESS), 0);
+	assert_int_equal(cw_metrics_index(CW_REASON_FORWARDED, CW_DIR_EGRESS), 1);
+	assert_int_equal(cw_metrics_index(CW_DROP_MIN, CW_DIR_EGRESS), 2 * CW_DROP_MIN + 1);
+	assert_true(cw_metrics_index(UINT8_MAX, CW_DIR_EGRESS) < CW_MAX_METRICS);
 	assert_int_equal(offsetof(struct cw_metrics_value, bytes), 8);
 	assert_int_equal(offsetof(struct cw_flow_key, daddr), 4);
 	assert_int_equal(offsetof(struct cw_flow_key, sport), 8);
@@ -297,8 +297,8 @@ static void test_maps(void **state)
 	assert_int_equal(bpf_map__max_entries(skel->maps.cw_endpoints), CW_MAX_ENDPOINTS);
 
 	assert_string_equal(bpf_map__name(skel->maps.cw_metrics), CW_MAP_METRICS);
-	assert_int_equal(bpf_map__type(skel->maps.cw_metrics), BPF_MAP_TYPE_PERCPU_HASH);
-	assert_int_equal(bpf_map__key_size(skel->maps.cw_metrics), sizeof(struct cw_metrics_key));
+	assert_int_equal(bpf_map__type(skel->maps.cw_metrics), BPF_MAP_TYPE_PERCPU_ARRAY);
+	assert_int_equal(bpf_map__key_size(skel->maps.cw_metrics), sizeof(__u32));
 	assert_int_equal(bpf_map__value_size(skel->maps.cw_metrics), sizeof(struct cw_metrics_value));
 	assert_int_equal(bpf_map__max_entries(skel->maps.cw_metrics), CW_MAX_METRICS);
 
@@ -323,8 +323,8 @@ static void test_maps(void **state)
 	assert_map(ov->maps.cw_endpoints, CW_MAP_ENDPOINTS, BPF_MAP_TYPE_HASH,
 		   sizeof(struct cw_endpoint_key), sizeof(struct cw_endpoint_info), CW_MAX_ENDPOINTS,
 		   BPF_F_NO_PREALLOC);
-	assert_map(ov->maps.cw_metrics, CW_MAP_METRICS, BPF_MAP_TYPE_PERCPU_HASH,
-		   sizeof(struct cw_metrics_key), sizeof(struct cw_metrics_value), CW_MAX_METRICS, 0);
+	assert_map(ov->maps.cw_metrics, CW_MAP_METRICS, BPF_MAP_TYPE_PERCPU_ARRAY,
+		   sizeof(__u32), sizeof(struct cw_metrics_value), CW_MAX_METRICS, 0);
 	assert_map(ov->maps.cw_stack_flows, CW_MAP_STACK_FLOWS, BPF_MAP_TYPE_LRU_HASH,
 		   sizeof(struct cw_flow_key), sizeof(__u8), CW_MAX_STACK_FLOWS, 0);
 	assert_string_equal(bpf_program__name(ov->progs.from_overlay), CW_PIN_FROM_OVERLAY);

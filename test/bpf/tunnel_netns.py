@@ -145,9 +145,10 @@ class Side:
         raw = json.loads(sh(["bpftool", "-j", "map", "dump", "pinned", self.pin(MAP_METRICS)]).stdout or "[]")
         out = {}
         for e in raw:
-            k = bytes(int(x, 16) for x in e["key"])
+            # a per-CPU array, slot = reason << 1 | direction (cw_metrics_index)
+            idx = int.from_bytes(bytes(int(x, 16) for x in e["key"])[0:4], "little")
             per_cpu = e.get("values") or [{"value": e["value"]}]
-            out[(k[0], k[1])] = sum(int.from_bytes(bytes(int(x, 16) for x in c["value"])[0:8], "little")
+            out[(idx >> 1, idx & 1)] = sum(int.from_bytes(bytes(int(x, 16) for x in c["value"])[0:8], "little")
                                     for c in per_cpu)
         return out
 

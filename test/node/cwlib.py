@@ -391,7 +391,8 @@ class Node:
         raw = json.loads(sh(["bpftool", "map", "dump", "pinned", pin, "-j"]).stdout or "[]")
         total = 0
         for e in raw:
-            if self._bytes(e["key"])[0] != 0:
+            # a per-CPU array, slot = reason << 1 | direction (cw_metrics_index)
+            if int.from_bytes(self._bytes(e["key"])[0:4], "little") >> 1 != 0:
                 continue
             per_cpu = e.get("values") or [{"value": e["value"]}]
             for c in per_cpu:
