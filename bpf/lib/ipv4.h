@@ -43,6 +43,7 @@ static __always_inline int cw_load(struct __sk_buff *skb, __u32 off, void *to, _
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 
+	/* The bound gives the verifier a range for the variable offset. */
 	if (off <= 128 && data + off + len <= data_end) {
 		__builtin_memcpy(to, data + off, len);
 		return 0;
