@@ -80,8 +80,9 @@ $(BUILD)/bench/floor.bpf.o: test/bench/floor.bpf.c
 $(BUILD)/bench/floor.skel.h: $(BUILD)/bench/floor.bpf.o
 	$(BPFTOOL) gen skeleton $< name floor_bpf > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/bench/floor-attach: test/bench/floor_attach.c $(BUILD)/bench/floor.skel.h
-	$(CC) $(CFLAGS) -I$(BUILD)/bench $(LDFLAGS) -o $@ $< $(LDLIBS)
+$(BUILD)/bench/floor-attach: test/bench/floor_attach.c $(BUILD)/bench/floor.skel.h \
+			     $(BUILD)/libcauseway.a
+	$(CC) $(CFLAGS) -I$(BUILD)/bench $(LDFLAGS) -o $@ $< $(BUILD)/libcauseway.a $(LDLIBS)
 
 $(BUILD)/tools/%: test/tools/%.c
 	@mkdir -p $(@D)

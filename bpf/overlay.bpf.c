@@ -118,7 +118,6 @@ int to_overlay(struct __sk_buff *skb)
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct bpf_tunnel_key tkey = {};
-	const struct cw_ipcache_info *ipc;
 	const struct cw_config *cfg;
 	struct ethhdr *eth = data;
 	struct iphdr *ip;
@@ -139,7 +138,7 @@ int to_overlay(struct __sk_buff *skb)
 
 	/* A flow the stack DNATed towards a pod over there (kube-proxy). */
 	cw_stack_nat_learn(skb, ip);
-	remote = cw_tunnel_endpoint(ip->daddr, &ipc);
+	remote = cw_tunnel_endpoint(ip->daddr, NULL);
 	cfg = cw_node_config();
 	if (!remote || !cfg)
 		return cw_drop(skb, -CW_DROP_NO_TUNNEL_KEY, CW_DIR_EGRESS);

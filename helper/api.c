@@ -393,6 +393,13 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...)
 	}
 }
 
+static void packets_text(unsigned int reason, unsigned int dir, const struct cw_metrics_value *v,
+			 void *b)
+{
+	sb_printf(b, "causeway_datapath_packets_total{reason=\"%s\",direction=\"%s\"} %llu\n",
+		  cw_reason_name(reason), cw_dir_name(dir), (unsigned long long)v->packets);
+}
+
 static void metrics_text(struct cw_node *n, struct sbuf *b)
 {
 	const struct { const char *name; const struct cw_kv_watch *w; } ws[] = {
@@ -444,20 +451,7 @@ static void metrics_text(struct cw_node *n, struct sbuf *b)
 		sb_printf(b, "# HELP causeway_datapath_packets_total Packets by verdict reason and "
 			     "direction, from the BPF metrics map.\n"
 			     "# TYPE causeway_datapath_packets_total counter\n");
-		for (unsigned int r = 0; r < CW_DROP_MAX; r++) {
-			if (r > 0 && r < CW_DROP_MIN)
-				continue;
-			for (unsigned int dir = 0; dir < 2; dir++) {
-				struct cw_metrics_value v;
-
-				if (cw_metrics_sum(n->dp->map_metrics, (__u8)r, (__u8)dir, &v) ||
-				    !v.packets)
-					continue;
-				sb_printf(b, "causeway_datapath_packets_total{reason=\"%s\","
-					     "direction=\"%s\"} %llu\n", cw_reason_name(r),
-					  dir ? "egress" : "ingress", (unsigned long long)v.packets);
-			}
-		}
+		cw_metrics_each(n->dp->map_metrics, packets_text, b);
 	}
 }
 

@@ -107,9 +107,28 @@ int cw_cli_bpf_endpoints(const struct cw_cli_opts *o)
 	return 0;
 }
 
+static void metrics_row(unsigned int reason, unsigned int dir, const struct cw_metrics_value *v,
+			void *arr)
+{
+	cJSON *e;
+
+	if (!arr) {
+		printf("%-10s %-24s %12llu %14llu\n", cw_dir_name(dir), cw_reason_name(reason),
+		       (unsigned long long)v->packets, (unsigned long long)v->bytes);
+		return;
+	}
+	e = cJSON_CreateObject();
+	cJSON_AddStringToObject(e, "direction", cw_dir_name(dir));
+	cJSON_AddNumberToObject(e, "reasonCode", reason);
+	cJSON_AddStringToObject(e, "reason", cw_reason_name(reason));
+	cJSON_AddBoolToObject(e, "drop", reason != CW_REASON_FORWARDED);
+	cJSON_AddNumberToObject(e, "packets", (double)v->packets);
+	cJSON_AddNumberToObject(e, "bytes", (double)v->bytes);
+	cJSON_AddItemToArray(arr, e);
+}
+
 int cw_cli_metrics(const struct cw_cli_opts *o)
 {
-	struct cw_metrics_value v;
 	struct cw_dp *dp = NULL;
 	cJSON *arr = cJSON_CreateArray();
 
@@ -119,29 +138,7 @@ int cw_cli_metrics(const struct cw_cli_opts *o)
 	}
 	if (!o->json)
 		printf("%-10s %-24s %12s %14s\n", "DIRECTION", "REASON", "PACKETS", "BYTES");
-	/* every slot exists in the array: the ones never counted are left out */
-	for (unsigned int r = 0; r < CW_DROP_MAX; r++) {
-		for (unsigned int d = 0; d < 2; d++) {
-			const char *dir = d == CW_DIR_INGRESS ? "ingress" : "egress";
-
-			if (cw_metrics_sum(dp->map_metrics, (__u8)r, (__u8)d, &v) || !v.packets)
-				continue;
-			if (o->json) {
-				cJSON *e = cJSON_CreateObject();
-
-				cJSON_AddStringToObject(e, "direction", dir);
-				cJSON_AddNumberToObject(e, "reasonCode", r);
-				cJSON_AddStringToObject(e, "reason", cw_reason_name(r));
-				cJSON_AddBoolToObject(e, "drop", r != CW_REASON_FORWARDED);
-				cJSON_AddNumberToObject(e, "packets", (double)v.packets);
-				cJSON_AddNumberToObject(e, "bytes", (double)v.bytes);
-				cJSON_AddItemToArray(arr, e);
-			} else {
-				printf("%-10s %-24s %12llu %14llu\n", dir, cw_reason_name(r),
-				       (unsigned long long)v.packets, (unsigned long long)v.bytes);
-			}
-		}
-	}
+	cw_metrics_each(dp->map_metrics, metrics_row, o->json ? arr : NULL);
 	finish(o, arr, dp);
 	return 0;
 }

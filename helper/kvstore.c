@@ -445,12 +445,6 @@ int cw_kv_create(struct cw_kv *kv, const char *key, const void *val, size_t len,
 	return txn(kv, cw_kvp_create_req(key, val, len, lease), key, -EEXIST);
 }
 
-int cw_kv_txn_if_absent(struct cw_kv *kv, const struct cw_kvp_absent *absent, size_t n_absent,
-			const struct cw_kvp_put *puts, size_t n_puts)
-{
-	return txn(kv, cw_kvp_txn_req(absent, n_absent, puts, n_puts), puts[0].key, -EEXIST);
-}
-
 int cw_kv_cas(struct cw_kv *kv, const char *key, int64_t mod_revision, const void *val,
 	      size_t len, int64_t lease)
 {
@@ -559,9 +553,9 @@ int cw_kv_stream_setup(struct cw_kv *kv, CURL *easy, const char *path, const cha
 void cw_kv_stream_failed(struct cw_kv *kv, bool token_refused)
 {
 	/*
-	 * The token stays after a transport failure: authenticating is a
-	 * blocking call, and against an etcd that stopped answering it would
-	 * hold the loop for the whole timeout.  Where the token is no good
+	 * The token stays after a transport failure: against an etcd that
+	 * stopped answering, authenticating again would only wait out its
+	 * timeout as well.  Where the token is no good
 	 * (another member, a restarted one) etcd says so, and then it goes.
 	 */
 	if (token_refused)

@@ -55,9 +55,6 @@ int cw_kv_put(struct cw_kv *kv, const char *key, const void *val, size_t len, in
 int cw_kv_delete(struct cw_kv *kv, const char *key, bool prefix);
 /* 0 if created, -EEXIST if the key exists. */
 int cw_kv_create(struct cw_kv *kv, const char *key, const void *val, size_t len, int64_t lease);
-/* All @puts if no key/range of @absent exists (0), else -EEXIST. */
-int cw_kv_txn_if_absent(struct cw_kv *kv, const struct cw_kvp_absent *absent, size_t n_absent,
-			const struct cw_kvp_put *puts, size_t n_puts);
 /* 0 if swapped, -ESTALE if the key changed since @mod_revision. */
 int cw_kv_cas(struct cw_kv *kv, const char *key, int64_t mod_revision, const void *val,
 	      size_t len, int64_t lease);

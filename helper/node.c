@@ -261,7 +261,6 @@ static int id_send(struct cw_node *n, enum cw_id_stage stage, const char *path, 
 {
 	n->id_op.stage = stage;
 	n->pub_op.kind = CW_PUB_IDENTITY;
-	n->pub_op.lease = n->id_op.lease;
 	return pub_start(n, path, body);
 }
 

@@ -141,7 +141,6 @@ struct cw_lb_table {
 	size_t n, cap;
 };
 
-/* An ip/v1 key to delete once etcd is reachable. */
 /* A key to delete from the local store: a withdrawn ip/v1 record, a released value/ reference. */
 struct cw_withdraw {
 	char key[CW_LABELS_MAX + 320];

@@ -1005,6 +1005,25 @@ cleanup:
 	return err;
 }
 
+void cw_metrics_each(int map_fd,
+		     void (*fn)(unsigned int reason, unsigned int dir,
+				const struct cw_metrics_value *v, void *ctx),
+		     void *ctx)
+{
+	struct cw_metrics_value v;
+
+	/* the reasons a counter can carry: forwarded (0) and the drops */
+	for (unsigned int r = 0; r < CW_DROP_MAX; r = r ? r + 1 : CW_DROP_MIN)
+		for (unsigned int dir = 0; dir < 2; dir++)
+			if (!cw_metrics_sum(map_fd, (__u8)r, (__u8)dir, &v) && v.packets)
+				fn(r, dir, &v, ctx);
+}
+
+const char *cw_dir_name(unsigned int dir)
+{
+	return dir == CW_DIR_INGRESS ? "ingress" : "egress";
+}
+
 const char *cw_reason_name(unsigned int reason)
 {
 	switch (reason) {

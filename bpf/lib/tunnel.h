@@ -28,8 +28,8 @@ static __always_inline const struct cw_config *cw_node_config(void)
  * routing, or an address outside the mesh).  The pod's own ipcache record
  * wins over its PodCIDR's tunnel route, which covers pods whose record has
  * not arrived yet; an ipcache entry without a tunnel endpoint does not stop
- * that fallback.  *@ipcp gets @daddr's ipcache entry (NULL: none), for a
- * caller that needs it too, without a second lookup.
+ * that fallback.  *@ipcp (when @ipcp is given) gets @daddr's ipcache entry
+ * (NULL: none), for a caller that needs it too, without a second lookup.
  */
 static __always_inline __be32 cw_tunnel_endpoint(__be32 daddr,
 						 const struct cw_ipcache_info **ipcp)
@@ -39,7 +39,8 @@ static __always_inline __be32 cw_tunnel_endpoint(__be32 daddr,
 	const struct cw_tunnel_info *tun;
 
 	ipc = bpf_map_lookup_elem(&cw_ipcache, &key);
-	*ipcp = ipc;
+	if (ipcp)
+		*ipcp = ipc;
 	if (ipc && ipc->tunnel_ip)
 		return ipc->tunnel_ip;
 	tun = bpf_map_lookup_elem(&cw_tunnel, &key);

@@ -130,7 +130,6 @@ struct cw_metrics_value {
 	__u64 bytes;
 };
 
-
 /*
  * Flows whose replies must go through the host stack: flows between local
  * pods that the stack forwarded (and so possibly NATed: a hostPort, a

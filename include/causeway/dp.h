@@ -159,6 +159,15 @@ int cw_lb4_ct_gc(const struct cw_dp *dp, __u32 now, size_t *deleted);
 
 /* Sum one metrics slot (reason, direction) over all CPUs. */
 int cw_metrics_sum(int map_fd, __u8 reason, __u8 dir, struct cw_metrics_value *out);
+/*
+ * @fn for every slot that has counted a packet, summed over CPUs: forwarded
+ * first, then the drops by reason, ingress before egress.
+ */
+void cw_metrics_each(int map_fd,
+		     void (*fn)(unsigned int reason, unsigned int dir,
+				const struct cw_metrics_value *v, void *ctx),
+		     void *ctx);
 const char *cw_reason_name(unsigned int reason);
+const char *cw_dir_name(unsigned int dir);
 
 #endif

@@ -15,18 +15,15 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <net/if.h>
-#include <netinet/ether.h>
-#include <sched.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/socket.h>
 #include <unistd.h>
 #include <bpf/libbpf.h>
+
+#include <causeway/addr.h>
+#include <causeway/netlink.h>
 
 /* bpftool's generated code drops a const */
 #pragma GCC diagnostic push
@@ -40,34 +37,22 @@ static int die(const char *what, const char *arg)
 	return 1;
 }
 
-static int ifindex_of(const char *dev, const char *role)
+/* @dev's ifindex (and MAC, when @mac is given) in the current namespace; 0: none. */
+static int link_of(struct nl_sock *sk, const char *dev, const char *role, uint8_t *mac)
 {
-	int idx = (int)if_nametoindex(dev);
+	int idx = 0;
 
-	if (!idx)
+	if (cw_link_get(sk, dev, &idx, mac, NULL, NULL) < 0) {
 		fprintf(stderr, "floor-attach: %s %s: no such device in the namespace\n", role,
 			dev);
+		return 0;
+	}
 	return idx;
-}
-
-static int mac_of(const char *dev, unsigned char mac[ETH_ALEN])
-{
-	struct ifreq ifr = { 0 };
-	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), rc;
-
-	if (fd < 0)
-		return -1;
-	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", dev);
-	rc = ioctl(fd, SIOCGIFHWADDR, &ifr);
-	close(fd);
-	if (rc < 0)
-		return -1;
-	memcpy(mac, ifr.ifr_hwaddr.sa_data, ETH_ALEN);
-	return 0;
 }
 
 int main(int argc, char **argv)
 {
+	struct nl_sock *sk = NULL;
 	struct floor_bpf *skel;
 	struct bpf_program *prog;
 	int nsfd, ifindex, err;
@@ -80,48 +65,41 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	tx = !strcmp(argv[1], "tx");
-	nsfd = open(argv[2], O_RDONLY | O_CLOEXEC);
-	if (nsfd < 0 || setns(nsfd, CLONE_NEWNET) < 0)
+	if (cw_netns_open(argv[2], &nsfd) < 0 || cw_netns_enter(nsfd) < 0)
 		return die("cannot enter network namespace", argv[2]);
 	close(nsfd);
+	if (cw_nl_open(&sk) < 0)
+		return die("cannot open a netlink socket", NULL);
 
 	skel = floor_bpf__open();
 	if (!skel)
 		return die("cannot open the program", NULL);
-	ifindex = ifindex_of(argv[3], "attach device");
+	ifindex = link_of(sk, argv[3], "attach device", NULL);
 	if (!ifindex)
 		return 1;
 	if (tx) {
-		struct in_addr remote, net;
-		char cidr[32], *slash;
-		long plen;
+		struct cw_prefix4 dst;
+		struct in_addr remote;
 
-		snprintf(cidr, sizeof(cidr), "%s", argv[6]);
-		slash = strchr(cidr, '/');
-		if (!slash)
-			return die("DST_CIDR needs a prefix length", argv[6]);
-		*slash = '\0';
-		plen = strtol(slash + 1, NULL, 10);
-		if (inet_pton(AF_INET, argv[5], &remote) != 1 ||
-		    inet_pton(AF_INET, cidr, &net) != 1 || plen < 1 || plen > 32)
+		if (!cw_addr4_parse(argv[5], &remote) || !cw_prefix4_parse(argv[6], &dst) ||
+		    dst.len < 1)
 			return die("bad REMOTE_IP or DST_CIDR", argv[5]);
 		skel->rodata->remote_ip = remote.s_addr;
-		skel->rodata->dst_mask = htonl(~0u << (32 - plen));
-		skel->rodata->dst_net = net.s_addr & skel->rodata->dst_mask;
+		skel->rodata->dst_mask = htonl(~0u << (32 - dst.len));
+		skel->rodata->dst_net = dst.addr.s_addr;
 		skel->rodata->vni = (unsigned)strtoul(argv[7], NULL, 10);
-		skel->rodata->out_ifindex = ifindex_of(argv[4], "VXLAN device");
+		skel->rodata->out_ifindex = link_of(sk, argv[4], "VXLAN device", NULL);
 		prog = skel->progs.floor_tx;
 	} else {
-		struct ether_addr *pod = ether_aton(argv[5]);
-		unsigned char gw[ETH_ALEN];
+		uint8_t macs[2 * 6]; /* the pod's, then its gateway's (HOST_DEV's) */
 
-		skel->rodata->out_ifindex = ifindex_of(argv[4], "host device");
-		if (!pod || mac_of(argv[4], gw) < 0)
-			return die("bad POD_MAC, or no MAC on HOST_DEV", argv[5]);
-		memcpy((void *)skel->rodata->macs, pod->ether_addr_octet, ETH_ALEN);
-		memcpy((void *)(skel->rodata->macs + ETH_ALEN), gw, ETH_ALEN);
+		if (!cw_mac_parse(argv[5], macs))
+			return die("bad POD_MAC", argv[5]);
+		skel->rodata->out_ifindex = link_of(sk, argv[4], "host device", macs + 6);
+		memcpy((void *)skel->rodata->macs, macs, sizeof(macs));
 		prog = skel->progs.floor_rx;
 	}
+	cw_nl_close(sk);
 	if (!skel->rodata->out_ifindex)
 		return 1;
 	bpf_program__set_autoload(tx ? skel->progs.floor_rx : skel->progs.floor_tx, false);
