@@ -18,6 +18,7 @@
 
 int cw_cli_load(const struct cw_cli_opts *o)
 {
+	unsigned int moved = 0;
 	int err = cw_dp_load(o->bpf_root, o->state_dir);
 
 	if (err) {
@@ -25,7 +26,15 @@ int cw_cli_load(const struct cw_cli_opts *o)
 			strerror(-err));
 		return 1;
 	}
-	printf("datapath loaded and pinned in %s\n", o->bpf_root);
+	/* What runs attached moves to what was just pinned (this netns's links). */
+	err = cw_dp_refresh_all(o->bpf_root, &moved);
+	printf("datapath loaded and pinned in %s; %u attachment(s) moved to it\n", o->bpf_root,
+	       moved);
+	if (err) {
+		fprintf(stderr, "load: not every attachment moved to the new programs: %s\n",
+			strerror(-err));
+		return 1;
+	}
 	return 0;
 }
 

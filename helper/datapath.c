@@ -25,6 +25,7 @@ int cw_datapath_setup(struct cw_node *n)
 {
 	struct cw_config cfg = { 0 };
 	char lockdir[PATH_MAX];
+	unsigned int moved;
 	int rc;
 
 	if (!n->dp) {
@@ -34,13 +35,33 @@ int cw_datapath_setup(struct cw_node *n)
 			return rc;
 		}
 		snprintf(lockdir, sizeof(lockdir), "%s/locks", n->o.state_dir);
-		/* Adopts what the plugin (or our predecessor) pinned; loads only if absent. */
+		/*
+		 * This release's programs, always: the pins may be an older
+		 * release's (an upgrade) or the plugin's, which adopts whatever
+		 * is pinned.  The maps are adopted, so no state is lost.  Should
+		 * the kernel refuse them, the pinned programs go on forwarding.
+		 */
+		rc = cw_dp_load(n->o.bpf_root, lockdir);
+		if (rc && cw_dp_pinned(n->o.bpf_root))
+			cw_node_error(n, "datapath: cannot load this release's programs (%s): running "
+				      "the ones pinned in %s", strerror(-rc), n->o.bpf_root);
 		rc = cw_dp_open(n->o.bpf_root, lockdir, true, &n->dp);
 		if (rc) {
 			pr_err("datapath: cannot load or adopt the programs in %s: %s", n->o.bpf_root,
 			       strerror(-rc));
 			return rc;
 		}
+		/*
+		 * Pods' veths (and the devices, attached again below anyway)
+		 * still run what was attached before the pins were replaced:
+		 * moved to the pinned programs, one atomic replace each.
+		 */
+		rc = cw_dp_refresh_all(n->o.bpf_root, &moved);
+		if (rc)
+			cw_node_error(n, "datapath: not every attachment moved to the pinned programs: "
+				      "%s", strerror(-rc));
+		if (moved)
+			pr_info("datapath: %u attachment(s) moved to the pinned programs", moved);
 	}
 	if (!n->nl) {
 		rc = cw_nl_open(&n->nl);
@@ -77,12 +98,12 @@ int cw_datapath_setup(struct cw_node *n)
 	rc = cw_write_sysctl("/proc/sys/net/ipv6/conf/" CW_VXLAN_DEV "/disable_ipv6", "1");
 	if (rc && rc != -ENOENT)
 		pr_warn("datapath: cannot turn IPv6 off on %s: %s", CW_VXLAN_DEV, strerror(-rc));
-	rc = cw_tc_attach(n->vxlan_ifindex, n->dp->prog_from_overlay, true);
+	rc = cw_dp_attach_pinned(n->o.bpf_root, CW_PIN_FROM_OVERLAY, n->vxlan_ifindex, true);
 	if (rc) {
 		pr_err("datapath: cannot attach from_overlay to %s: %s", CW_VXLAN_DEV, strerror(-rc));
 		return rc;
 	}
-	rc = cw_tc_attach(n->vxlan_ifindex, n->dp->prog_to_overlay, false);
+	rc = cw_dp_attach_pinned(n->o.bpf_root, CW_PIN_TO_OVERLAY, n->vxlan_ifindex, false);
 	if (rc) {
 		pr_err("datapath: cannot attach to_overlay to %s: %s", CW_VXLAN_DEV, strerror(-rc));
 		return rc;
@@ -102,9 +123,9 @@ int cw_datapath_setup(struct cw_node *n)
 		if (!rc)
 			rc = cw_tc_detach(n->underlay_ifindex, false);
 	} else {
-		rc = cw_tc_attach(n->underlay_ifindex, n->dp->prog_from_netdev, true);
+		rc = cw_dp_attach_pinned(n->o.bpf_root, CW_PIN_FROM_NETDEV, n->underlay_ifindex, true);
 		if (!rc)
-			rc = cw_tc_attach(n->underlay_ifindex, n->dp->prog_to_netdev, false);
+			rc = cw_dp_attach_pinned(n->o.bpf_root, CW_PIN_TO_NETDEV, n->underlay_ifindex, false);
 	}
 	if (rc) {
 		pr_err("datapath: cannot %s from_netdev/to_netdev on %s: %s",

@@ -39,7 +39,7 @@ static const struct subcommand {
 	{ "endpoints", cw_cli_endpoints, "the running helper's endpoints and their identities" },
 	{ "clusters", cw_cli_clusters, "the running helper's remote clusters: state, why, sync, counts" },
 	{ "services", cw_cli_services, "the running helper's services: frontends, backends, clusters, affinity" },
-	{ "load", cw_cli_load, "load the BPF programs and pin them with their maps" },
+	{ "load", cw_cli_load, "load the BPF programs, pin them with their maps, move attachments to them" },
 	{ "unload", cw_cli_unload, "remove the pins (attached programs stay until their veths go)" },
 	{ "bpf-endpoints", cw_cli_bpf_endpoints, "list the endpoint map" },
 	{ "ipcache", cw_cli_ipcache, "list the ipcache map (pod IP -> identity, tunnel)" },

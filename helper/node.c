@@ -795,6 +795,23 @@ static struct cw_local_ep *ep_find(struct cw_node *n, const char *cid, const cha
 	return NULL;
 }
 
+/*
+ * An ADD that opened the pins before the helper replaced them attaches the
+ * programs it opened, after the helper's sweep (cw_datapath_setup): its
+ * state file, written after the attachment, brings it here.
+ */
+static void ep_refresh(struct cw_node *n, const struct cw_endpoint_state *st)
+{
+	int rc;
+
+	if (!n->dp)
+		return; /* the sweep, when the datapath opens, sees to it */
+	rc = cw_dp_refresh_link(n->o.bpf_root, st->host_ifindex, st->host_ifname);
+	if (rc < 0 && rc != -ENODEV)
+		cw_node_error(n, "datapath: cannot move %s to the pinned programs: %s",
+			      st->host_ifname, strerror(-rc));
+}
+
 static int scan_one(const struct cw_endpoint_state *st, void *arg)
 {
 	struct cw_node *n = arg;
@@ -806,9 +823,11 @@ static int scan_one(const struct cw_endpoint_state *st, void *arg)
 			e->st = *st;
 			e->published = false;
 			n->pub_gen++;
+			ep_refresh(n, st);
 		}
 		return 0;
 	}
+	ep_refresh(n, st);
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <linux/magic.h>
+#include <net/if.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
@@ -491,6 +492,100 @@ int cw_prog_id(int prog_fd, __u32 *id)
 		return -errno;
 	*id = info.id;
 	return 0;
+}
+
+/* Whether @name is one of our programs (each pinned under its own name). */
+static bool ours(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(prog_pins); i++)
+		if (strcmp(prog_pins[i], name) == 0)
+			return true;
+	return false;
+}
+
+int cw_dp_attach_pinned(const char *bpf_root, const char *name, int ifindex, bool ingress)
+{
+	int fd, err;
+
+	err = open_pin(bpf_root, name, &fd);
+	if (err)
+		return err;
+	err = cw_tc_attach(ifindex, fd, ingress);
+	close(fd);
+	return err;
+}
+
+/* The kernel's name of program @id; -ENOENT once it is gone. */
+static int prog_name(__u32 id, char *name, size_t len)
+{
+	struct bpf_prog_info info = {};
+	__u32 ilen = sizeof(info);
+	int fd = bpf_prog_get_fd_by_id(id), err = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (bpf_obj_get_info_by_fd(fd, &info, &ilen))
+		err = -errno;
+	else
+		snprintf(name, len, "%s", info.name);
+	close(fd);
+	return err;
+}
+
+int cw_dp_refresh_link(const char *bpf_root, int ifindex, const char *ifname)
+{
+	int moved = 0, first_err = 0;
+
+	for (int dir = 0; dir < 2; dir++) {
+		bool ingress = dir == 0;
+		char name[BPF_OBJ_NAME_LEN];
+		__u32 id, want = 0;
+		int fd = -1, err;
+
+		err = cw_tc_query(ifindex, ingress, &id);
+		if (err || !id) {
+			first_err = first_err ? first_err : err;
+			continue;
+		}
+		if (prog_name(id, name, sizeof(name)) || !ours(name))
+			continue; /* gone meanwhile, or not one of ours: left alone */
+		err = open_pin(bpf_root, name, &fd);
+		if (!err)
+			err = cw_prog_id(fd, &want);
+		if (!err && want != id)
+			err = cw_tc_attach(ifindex, fd, ingress);
+		cw_close(fd);
+		if (err) {
+			pr_err("datapath: cannot move %s %s from program %u to the pinned %s: %s", ifname,
+			       ingress ? "ingress" : "egress", id, name, strerror(-err));
+			first_err = first_err ? first_err : err;
+		} else if (want != id) {
+			pr_info("datapath: %s %s: program %u replaced by the pinned %s (%u)", ifname,
+				ingress ? "ingress" : "egress", id, name, want);
+			moved++;
+		}
+	}
+	return first_err ? first_err : moved;
+}
+
+int cw_dp_refresh_all(const char *bpf_root, unsigned int *moved)
+{
+	struct if_nameindex *ifs = if_nameindex();
+	int first_err = 0;
+
+	*moved = 0;
+	if (!ifs)
+		return -errno;
+	for (struct if_nameindex *i = ifs; i->if_index; i++) {
+		int rc = cw_dp_refresh_link(bpf_root, (int)i->if_index, i->if_name);
+
+		if (rc < 0)
+			first_err = first_err ? first_err : rc;
+		else
+			*moved += (unsigned int)rc;
+	}
+	if_freenameindex(ifs);
+	return first_err;
 }
 
 int cw_ep_put(const struct cw_dp *dp, __be32 ip4, const struct cw_endpoint_info *info)

@@ -94,6 +94,15 @@ static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list 
 	enum cw_log_level l = level == LIBBPF_WARN ? CW_LOG_WARN :
 			      level == LIBBPF_INFO ? CW_LOG_INFO : CW_LOG_DEBUG;
 
+	/*
+	 * The kernel's extended ack of a netlink request that failed: the
+	 * caller reports the failure with its context, and some failures are
+	 * expected (a tc query on a link with no clsact qdisc, the qdisc
+	 * already there), so the kernel's wording is a detail for -v.
+	 */
+	if (strstr(fmt, "Kernel error message"))
+		l = CW_LOG_DEBUG;
+
 	if (l < logger.level)
 		return 0;
 	vlog(l, fmt, ap);

@@ -60,6 +60,20 @@ int cw_tc_detach(int ifindex, bool ingress);
 int cw_tc_query(int ifindex, bool ingress, __u32 *prog_id);
 int cw_prog_id(int prog_fd, __u32 *id);
 
+/* Attach the program pinned as @name in @bpf_root (replacing ours there). */
+int cw_dp_attach_pinned(const char *bpf_root, const char *name, int ifindex, bool ingress);
+/*
+ * Upgrades in place.  Every tc attachment at Causeway's handle on @ifindex
+ * whose program bears the name of one of ours but is not the one pinned
+ * now in @bpf_root (an older release's, or one opened before the pins were
+ * replaced) is replaced by the pinned program, atomically: the link never
+ * runs without one.  Programs of other names are left alone.  The number
+ * replaced, or the first error (the other direction is still tried).
+ */
+int cw_dp_refresh_link(const char *bpf_root, int ifindex, const char *ifname);
+/* The same on every link of the current network namespace; *moved counts. */
+int cw_dp_refresh_all(const char *bpf_root, unsigned int *moved);
+
 int cw_ep_put(const struct cw_dp *dp, __be32 ip4, const struct cw_endpoint_info *info);
 int cw_ep_get(const struct cw_dp *dp, __be32 ip4, struct cw_endpoint_info *info);
 /* 0 when deleted or absent. */

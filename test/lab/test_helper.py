@@ -146,6 +146,36 @@ class Node:
     def maps(self):
         return {"ipcache": self.ipcache(), "tunnels": self.tunnels(), "routes": self.routes()}
 
+    def pinned_progs(self):
+        """program name -> id of the program pinned under that name in the node's bpffs root."""
+        return {p: json.loads(run(["bpftool", "-j", "prog", "show", "pinned", f"{self.bpf_root}/{p}"]
+                                  ).stdout)["id"] for p in PROGS}
+
+    def attached_progs(self):
+        """(device, clsact/ingress|egress) -> (program name, id): every tc program in the node."""
+        att = {}
+        for sec in json.loads(self.sh("bpftool", "-j", "net", "show").stdout):
+            for t in sec.get("tc", []):
+                att[(t["devname"], t["kind"])] = (t["name"].split(":")[0], t["id"])
+        return att
+
+    def assert_runs_pinned(self):
+        """Every program attached in the node is the one pinned under its name; the pods'
+        veths and cw_vxlan carry theirs."""
+        pins, att = self.pinned_progs(), self.attached_progs()
+        stale = {k: v for k, v in att.items() if pins.get(v[0]) != v[1]}
+        assert not stale, f"{self.name}: attachments not running the pinned programs {pins}: {stale}"
+        names = {v[0] for v in att.values()}
+        assert {"from_container", "to_container", "from_overlay", "to_overlay"} <= names, att
+        return pins
+
+
+PROGS = ("from_container", "to_container", "from_overlay", "to_overlay", "from_netdev", "to_netdev")
+
+
+def live_prog_ids():
+    return {p["id"] for p in json.loads(run(["bpftool", "-j", "prog", "show"]).stdout)}
+
     def log_tail(self, n=15):
         try:
             return self.log.read_text(errors="replace").splitlines()[-n:]
@@ -917,6 +947,37 @@ def test_corrupted_record_keeps_last_good_entry(shared):
     assert not lost, f"{ip}'s ipcache entry changed on {sorted(lost)} when its record turned invalid"
 
 
+def test_load_moves_every_attachment_to_the_new_programs(shared):
+    """`causeway-helper load` on a node whose helper runs (an operator replacing the datapath
+    in place): this release's programs pinned anew, every attachment of the node (the pods'
+    veths, cw_vxlan) moved to them, pods still reaching each other; and a pod added afterwards
+    runs them too, though the running helper loaded others at its start."""
+    h = shared
+    n = h.nodes[0]
+    pods = shared_pods(h)
+    before = n.assert_runs_pinned()
+    r = n.helper("load")
+    m = re.search(r"(\d+) attachment\(s\) moved", r.stdout)
+    assert m, r.stdout + r.stderr
+    after = n.assert_runs_pinned()
+    kept = {p: i for p, i in after.items() if before[p] == i}
+    assert not kept, f"programs not replaced by load: {kept}"
+    assert int(m.group(1)) == len(n.attached_progs()), f"not every attachment moved: {r.stdout}"
+    local = [name for name, (p, ns, node) in pods.items() if node is n and ns == "default"]
+    remote = next(p for name, (p, ns, node) in pods.items() if node is not n and ns == "default")
+    h.in_pod(local[0], "ping", "-c", "3", "-i", "0.05", "-W", "2", remote["status"]["podIP"])
+    h.add_pod("late-1", n.name, {"app": "web"})
+    try:
+        late = h.wait_pods(["late-1"])
+        h.wait(lambda: n.endpoints().get("late-1", {}).get("published"), 15, "late-1 published")
+        n.assert_runs_pinned()
+        h.in_pod("late-1", "ping", "-c", "3", "-i", "0.05", "-W", "2", remote["status"]["podIP"])
+    finally:
+        h.kube.delete("/api/v1/namespaces/default/pods/late-1")
+    ip = late["late-1"]["status"]["podIP"]
+    h.wait(lambda: all(f"{ip}/32" not in o.ipcache() for o in h.nodes), 15, "late-1 withdrawn")
+
+
 # --- a lab of its own per test ----------------------------------------------------------------
 
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
@@ -924,10 +985,12 @@ def test_restart_all_helpers_keeps_traffic_and_maps(make_lab, tmp_path, sig):
     """Every helper killed (SIGKILL; SIGTERM, its clean exit, too) and started again under a
     continuous ping and a long TCP connection between nodes: nothing lost, the maps the same,
     all synced, the records moved to the new leases (the old ones hold nothing, and expire
-    harmlessly)."""
+    harmlessly), and the datapath reloaded, every attachment moved to the new programs (what
+    an upgrade does)."""
     h = up(make_lab)
     pods = pods_on_every_node(h)
     before = h.snapshot()
+    progs_before = {n.name: n.assert_runs_pinned() for n in h.nodes}
     records_before = {k: v["value"] for k, v in h.etcd_get("cilium/state/").items()}
     old_leases = {n.name: h.etcd_get(K_NODES + n.name)[K_NODES + n.name]["lease"] for n in h.nodes}
     traffic = Traffic(h, tmp_path, src="p1", dst="p2", ping_dst="p3")
@@ -962,6 +1025,14 @@ def test_restart_all_helpers_keeps_traffic_and_maps(make_lab, tmp_path, sig):
             {k: v for k, v in records_before.items() if k.startswith(prefix)}, f"{prefix} records differ"
     lost = {k: v for k, v in records_before.items() if records_after.get(k) != v}
     assert not lost, f"records lost or changed by the restart: {lost}"
+    # Each helper loaded its own release's programs and moved every attachment to them,
+    # under the traffic above: the programs from before are neither pinned nor run.
+    for n in h.nodes:
+        now = n.assert_runs_pinned()
+        kept = {p: i for p, i in now.items() if progs_before[n.name][p] == i}
+        assert not kept, f"{n.name}: programs not reloaded by the restart: {kept}"
+    old_ids = {i for ids in progs_before.values() for i in ids.values()}
+    h.wait(lambda: not old_ids & live_prog_ids(), 10, "the programs from before the restart to be freed")
     for n in h.nodes:
         s = h.healthy(n)
         assert s and s["lease"] and s["uptimeMs"] < 60000, s
