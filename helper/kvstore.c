@@ -29,6 +29,7 @@ struct cw_kv {
 	struct cw_kv_req *auth;
 	int auth_rc;
 	char auth_why[512];
+	struct cw_kv_waiter *waiters; /* streams waiting for @auth to end */
 };
 
 struct buf {
@@ -498,13 +499,48 @@ static void on_token(int rc, const char *body, size_t len, const char *why, void
 
 	(void)body;
 	(void)len;
+	struct cw_kv_waiter *w = kv->waiters;
+
 	kv->auth_rc = rc;
 	snprintf(kv->auth_why, sizeof(kv->auth_why), "%s", rc ? why : "");
+	kv->waiters = NULL;
+	while (w) {
+		struct cw_kv_waiter *next = w->next;
+
+		w->next = NULL;
+		w->queued = false;
+		w->fn(w->arg);
+		w = next;
+	}
+}
+
+void cw_kv_token_wait(struct cw_kv *kv, struct cw_kv_waiter *w)
+{
+	if (w->queued)
+		return;
+	if (!cw_kv_req_busy(kv->auth)) {
+		w->fn(w->arg); /* it ended already: nothing to wait for */
+		return;
+	}
+	w->next = kv->waiters;
+	w->queued = true;
+	kv->waiters = w;
+}
+
+void cw_kv_token_unwait(struct cw_kv *kv, struct cw_kv_waiter *w)
+{
+	for (struct cw_kv_waiter **p = &kv->waiters; *p; p = &(*p)->next)
+		if (*p == w) {
+			*p = w->next;
+			break;
+		}
+	w->next = NULL;
+	w->queued = false;
 }
 
 /*
  * A stream's token, fetched on the loop: -EAGAIN while it is on its way
- * (the stream asks again shortly), the last attempt's failure once (the
+ * (the stream waits for it, cw_kv_token_wait), the last attempt's failure once (the
  * stream backs off, and its next try starts another), 0 never: a token
  * that arrived is in kv->token and the caller does not get here.
  */

@@ -105,6 +105,21 @@ int cw_kv_req_new(struct cw_loop *loop, struct cw_kv *kv, struct cw_kv_req **out
  * -EAGAIN meanwhile, instead of a blocking call.
  */
 void cw_kv_set_loop(struct cw_kv *kv, struct cw_loop *loop);
+/*
+ * A stream that cw_kv_stream_setup told -EAGAIN (its client's token on its
+ * way) queues a waiter: @fn(@arg) runs once that authentication ends, with
+ * a token or without (the stream's next try then learns why), so it tries
+ * again then, not on a timer.  A waiter is on the list at most once;
+ * unwait it before freeing it.
+ */
+struct cw_kv_waiter {
+	void (*fn)(void *arg);
+	void *arg;
+	struct cw_kv_waiter *next;
+	bool queued;
+};
+void cw_kv_token_wait(struct cw_kv *kv, struct cw_kv_waiter *w);
+void cw_kv_token_unwait(struct cw_kv *kv, struct cw_kv_waiter *w);
 int cw_kv_req_start(struct cw_kv_req *r, const char *path, const char *body, long timeout_ms,
 		    cw_kv_req_fn fn, void *arg);
 /*

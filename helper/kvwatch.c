@@ -12,8 +12,6 @@
 
 #define MAX_MESSAGE (32u << 20)
 #define BACKOFF_BASE_MS 200
-/* how often a stream waiting for its client's token looks again */
-#define TOKEN_WAIT_MS 20
 #define BACKOFF_CAP_MS 10000
 #define LIST_PAGE 1000
 #define LIST_TIMEOUT_MS 15000 /* one page */
@@ -198,6 +196,7 @@ struct cw_kv_watch {
 	bool synced, need_list, streaming;
 	unsigned int attempt;
 	struct cw_timer *timer;
+	struct cw_kv_waiter token;  /* queued while the client's token is on its way */
 
 	CURL *easy;
 	struct curl_slist *hdrs;
@@ -632,13 +631,20 @@ static int start_stream(struct cw_kv_watch *w)
 	return rc;
 }
 
-/* A start that failed: again after the backoff, or soon when it only waits for a token. */
+/* A start that failed: again after the backoff, or once the token it waits for is in. */
 static void retry(struct cw_kv_watch *w, int rc)
 {
 	if (rc == -EAGAIN)
-		cw_timer_arm(w->timer, TOKEN_WAIT_MS);
+		cw_kv_token_wait(w->kv, &w->token);
 	else
 		schedule(w, false);
+}
+
+static void token_ready(void *arg)
+{
+	struct cw_kv_watch *w = arg;
+
+	cw_timer_arm(w->timer, 0);
 }
 
 static void on_timer(struct cw_loop *loop, void *arg)
@@ -685,6 +691,8 @@ int cw_kv_watch_start(struct cw_loop *loop, struct cw_kv *kv, const char *prefix
 	w->ops = ops;
 	w->arg = arg;
 	w->need_list = true;
+	w->token.fn = token_ready;
+	w->token.arg = w;
 	w->prefix = strdup(prefix);
 	w->easy = curl_easy_init();
 	if (!w->prefix || !w->easy)
@@ -709,6 +717,7 @@ void cw_kv_watch_free(struct cw_kv_watch *w)
 	list_abort(w);
 	curl_slist_free_all(w->hdrs);
 	cw_timer_del(w->timer);
+	cw_kv_token_unwait(w->kv, &w->token);
 	cw_json_splitter_clear(&w->split);
 	mirror_clear(&w->mirror);
 	free(w->prefix);
