@@ -232,7 +232,7 @@ static void on_retry(struct cw_loop *loop, void *arg)
 {
 	struct cw_remote *r = arg;
 	struct cw_kv_config kc;
-	char key[128], *body;
+	char key[128];
 	int rc;
 
 	(void)loop;
@@ -252,10 +252,8 @@ static void on_retry(struct cw_loop *loop, void *arg)
 	if (cw_kv_req_busy(r->connect))
 		return; /* its answer decides */
 	snprintf(key, sizeof(key), CW_KEY_CLUSTER_CONFIG "%s", r->name);
-	body = cw_kvp_range_req(key, NULL, 0, 0, false);
-	rc = body ? cw_kv_req_start(r->connect, "/v3/kv/range", body, CW_REMOTE_PROBE_TIMEOUT_MS,
-				    on_cluster_config, r) : -ENOMEM;
-	free(body);
+	rc = cw_kv_req_send(r->connect, "/v3/kv/range", cw_kvp_range_req(key, NULL, 0, 0, false),
+			    CW_REMOTE_PROBE_TIMEOUT_MS, on_cluster_config, r);
 	if (rc) {
 		remote_state(r, CW_REMOTE_CONNECTING, "cannot read %s: %s", key,
 			     cw_kv_error(r->kv)[0] ? cw_kv_error(r->kv) : strerror(-rc));
@@ -379,7 +377,6 @@ static void on_probe(int rc, const char *body, size_t len, const char *why, void
 /* Reads the remote's store now and then, off the loop's critical path. */
 static void probe(struct cw_remote *r, int64_t now)
 {
-	char *body;
 	int rc;
 
 	if (now - r->probe_ms < CW_REMOTE_PROBE_MS || cw_kv_req_busy(r->probe))
@@ -387,10 +384,8 @@ static void probe(struct cw_remote *r, int64_t now)
 	if (!r->probe && cw_kv_req_new(r->n->loop, r->kv, &r->probe))
 		return;
 	/* a count: the answer is small whatever the key holds */
-	body = cw_kvp_range_req(CW_KEY_HEARTBEAT, NULL, 1, 0, true);
-	rc = body ? cw_kv_req_start(r->probe, "/v3/kv/range", body, CW_REMOTE_PROBE_TIMEOUT_MS,
-				    on_probe, r) : -ENOMEM;
-	free(body);
+	rc = cw_kv_req_send(r->probe, "/v3/kv/range", cw_kvp_range_req(CW_KEY_HEARTBEAT, NULL, 1, 0, true),
+			    CW_REMOTE_PROBE_TIMEOUT_MS, on_probe, r);
 	r->probe_ms = now;
 	if (rc)
 		snprintf(r->probe_why, sizeof(r->probe_why), "cannot read the store: %s",

@@ -783,6 +783,15 @@ int cw_kv_req_start(struct cw_kv_req *r, const char *path, const char *body, lon
 	return req_begin(r, path, body, timeout_ms, false, fn, arg);
 }
 
+int cw_kv_req_send(struct cw_kv_req *r, const char *path, char *body, long timeout_ms,
+		   cw_kv_req_fn fn, void *arg)
+{
+	int rc = body ? cw_kv_req_start(r, path, body, timeout_ms, fn, arg) : -ENOMEM;
+
+	free(body);
+	return rc;
+}
+
 /* Just a token for @r's client, as the first half of any request gets one. */
 static int req_auth_only(struct cw_kv_req *r, cw_kv_req_fn fn, void *arg)
 {
@@ -830,12 +839,9 @@ static void list_page(int rc, const char *body, size_t len, const char *why, voi
 
 static int list_send(struct cw_kv_req *r, const char *from)
 {
-	char *body = cw_kvp_range_req(from, r->list_end, r->list_page, r->list_rev, false);
-	int rc = body ? cw_kv_req_start(r, "/v3/kv/range", body, r->timeout_ms, list_page, r) :
-			-ENOMEM;
-
-	free(body);
-	return rc;
+	return cw_kv_req_send(r, "/v3/kv/range",
+			      cw_kvp_range_req(from, r->list_end, r->list_page, r->list_rev, false),
+			      r->timeout_ms, list_page, r);
 }
 
 int cw_kv_req_list(struct cw_kv_req *r, const char *prefix, int64_t page, long timeout_ms,

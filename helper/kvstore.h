@@ -122,6 +122,9 @@ void cw_kv_token_wait(struct cw_kv *kv, struct cw_kv_waiter *w);
 void cw_kv_token_unwait(struct cw_kv *kv, struct cw_kv_waiter *w);
 int cw_kv_req_start(struct cw_kv_req *r, const char *path, const char *body, long timeout_ms,
 		    cw_kv_req_fn fn, void *arg);
+/* The same with @body taken (freed here); NULL, as a request builder out of memory says: -ENOMEM. */
+int cw_kv_req_send(struct cw_kv_req *r, const char *path, char *body, long timeout_ms,
+		   cw_kv_req_fn fn, void *arg);
 /*
  * Every key under @prefix, @page at a time, on the loop (each page a
  * request on @r, all read at the first page's revision): @each for every

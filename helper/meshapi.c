@@ -101,14 +101,12 @@ static void config_kv(const struct meshapi *m, char *key, size_t klen, char *val
 static int put_async(struct meshapi *m, struct cw_kv_req **req, const char *key, const char *val,
 		     cw_kv_req_fn fn)
 {
-	char *body;
 	int rc;
 
 	if (!*req && cw_kv_req_new(m->loop, m->kv, req))
 		return -ENOMEM;
-	body = cw_kvp_put_req(key, val, strlen(val), 0);
-	rc = body ? cw_kv_req_start(*req, "/v3/kv/put", body, KV_REQ_TIMEOUT_MS, fn, m) : -ENOMEM;
-	free(body);
+	rc = cw_kv_req_send(*req, "/v3/kv/put", cw_kvp_put_req(key, val, strlen(val), 0),
+			    KV_REQ_TIMEOUT_MS, fn, m);
 	if (rc && rc != -EBUSY)
 		pr_warn("mesh-apiserver: cannot write %s: %s", key,
 			cw_kv_error(m->kv)[0] ? cw_kv_error(m->kv) : strerror(-rc));
@@ -283,7 +281,7 @@ static void on_gc_deleted(int rc, const char *body, size_t len, const char *why,
 
 static void gc_delete_next(struct meshapi *m)
 {
-	char key[64], *body;
+	char key[64];
 	int rc;
 
 	if (m->next_gc_del == m->n_gc_del) {
@@ -291,10 +289,8 @@ static void gc_delete_next(struct meshapi *m)
 		return;
 	}
 	snprintf(key, sizeof(key), CW_KEY_ID "%" PRIu32, m->gc_del[m->next_gc_del]);
-	body = cw_kvp_delete_req(key, NULL);
-	rc = body ? cw_kv_req_start(m->req_gc, "/v3/kv/deleterange", body, KV_REQ_TIMEOUT_MS,
-				    on_gc_deleted, m) : -ENOMEM;
-	free(body);
+	rc = cw_kv_req_send(m->req_gc, "/v3/kv/deleterange", cw_kvp_delete_req(key, NULL),
+			    KV_REQ_TIMEOUT_MS, on_gc_deleted, m);
 	if (rc) {
 		pr_warn("mesh-apiserver: identity gc: cannot remove %s: %s", key, strerror(-rc));
 		gc_end(m);
@@ -705,9 +701,8 @@ static int ops_next(struct meshapi *m)
 	op = &m->ops[m->next_op];
 	body = op->val ? cw_kvp_put_req(op->key, op->val, strlen(op->val), 0) :
 			 cw_kvp_delete_req(op->key, NULL);
-	rc = body ? cw_kv_req_start(m->req_pub, op->val ? "/v3/kv/put" : "/v3/kv/deleterange", body,
-				    KV_REQ_TIMEOUT_MS, on_written, m) : -ENOMEM;
-	free(body);
+	rc = cw_kv_req_send(m->req_pub, op->val ? "/v3/kv/put" : "/v3/kv/deleterange", body,
+			    KV_REQ_TIMEOUT_MS, on_written, m);
 	if (rc)
 		pr_warn("mesh-apiserver: cannot write %s: %s", op->key,
 			cw_kv_error(m->kv)[0] ? cw_kv_error(m->kv) : strerror(-rc));

@@ -248,13 +248,7 @@ static void pub_done(int rc, const char *body, size_t len, const char *why, void
 /* @body (taken; NULL: out of memory) to @path on the publication channel; pub_done answers. */
 static int pub_start(struct cw_node *n, const char *path, char *body)
 {
-	int rc;
-
-	if (!body)
-		return -ENOMEM;
-	rc = cw_kv_req_start(n->pub_req, path, body, PUBLISH_REQ_TIMEOUT_MS, pub_done, n);
-	free(body);
-	return rc;
+	return cw_kv_req_send(n->pub_req, path, body, PUBLISH_REQ_TIMEOUT_MS, pub_done, n);
 }
 
 static int id_send(struct cw_node *n, enum cw_id_stage stage, const char *path, char *body)
@@ -751,11 +745,10 @@ static void on_kept_alive(int rc, const char *body, size_t len, const char *why,
 
 static void lease_grant(struct cw_node *n)
 {
-	char *body = cw_kvp_lease_grant_req(n->o.lease_ttl);
-	int rc = body ? cw_kv_req_start(n->lease_req, "/v3/lease/grant", body, lease_req_timeout(n),
-					on_granted, n) : -ENOMEM;
+	int rc = cw_kv_req_send(n->lease_req, "/v3/lease/grant",
+				cw_kvp_lease_grant_req(n->o.lease_ttl), lease_req_timeout(n),
+				on_granted, n);
 
-	free(body);
 	if (rc && rc != -EBUSY)
 		cw_node_error(n, "etcd: lease grant: %s", cw_kv_error(n->kv)[0] ?
 			      cw_kv_error(n->kv) : strerror(-rc));
@@ -764,7 +757,6 @@ static void lease_grant(struct cw_node *n)
 static void on_lease(struct cw_loop *loop, void *arg)
 {
 	struct cw_node *n = arg;
-	char *body;
 	int rc;
 
 	(void)loop;
@@ -776,10 +768,8 @@ static void on_lease(struct cw_loop *loop, void *arg)
 		lease_grant(n);
 		return;
 	}
-	body = cw_kvp_lease_id_req(n->lease);
-	rc = body ? cw_kv_req_start(n->lease_req, "/v3/lease/keepalive", body,
-				    lease_req_timeout(n), on_kept_alive, n) : -ENOMEM;
-	free(body);
+	rc = cw_kv_req_send(n->lease_req, "/v3/lease/keepalive", cw_kvp_lease_id_req(n->lease),
+			    lease_req_timeout(n), on_kept_alive, n);
 	if (rc)
 		cw_node_error(n, "etcd: lease keepalive: %s", cw_kv_error(n->kv)[0] ?
 			      cw_kv_error(n->kv) : strerror(-rc));
