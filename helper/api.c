@@ -157,6 +157,8 @@ static cJSON *status_doc(struct cw_node *n)
 	cJSON_AddBoolToObject(o, "nodePublished", n->node_published);
 	cJSON_AddBoolToObject(o, "datapathReady", n->dp_ready);
 	cJSON_AddBoolToObject(o, "datapathSynced", n->dp_synced);
+	cJSON_AddStringToObject(o, "datapathLoadError", n->dp_load_error);
+	cJSON_AddNumberToObject(o, "attachmentsMoved", (double)n->dp_moved);
 	cJSON_AddStringToObject(o, "vxlanDevice", n->vxlan_ifindex ? CW_VXLAN_DEV : "");
 	cJSON_AddStringToObject(o, "underlayDevice", n->underlay_dev);
 	cJSON_AddNumberToObject(o, "endpoints", (double)neps);

@@ -294,6 +294,11 @@ int cw_cli_status(const struct cw_cli_opts *o)
 	printf("Datapath:   %s, %s, last reconcile %s\n",
 	       jbool(doc, "datapathReady") ? "ready" : "NOT READY",
 	       jbool(doc, "datapathSynced") ? "synced" : "not yet synced", when);
+	if (*jstr(doc, "datapathLoadError"))
+		printf("Programs:   OLDER ones run: %s\n", jstr(doc, "datapathLoadError"));
+	else
+		printf("Programs:   this release's, %.0f attachment(s) moved to them at start\n",
+		       jnum(doc, "attachmentsMoved"));
 	printf("Mesh store: %s, lease %s, node record %s\n", jstr(doc, "etcd"), jstr(doc, "leaseID"),
 	       jbool(doc, "nodePublished") ? "published" : "NOT published");
 	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(doc, "kvstore")) {

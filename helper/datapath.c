@@ -42,9 +42,12 @@ int cw_datapath_setup(struct cw_node *n)
 		 * the kernel refuse them, the pinned programs go on forwarding.
 		 */
 		rc = cw_dp_load(n->o.bpf_root, lockdir);
-		if (rc && cw_dp_pinned(n->o.bpf_root))
-			cw_node_error(n, "datapath: cannot load this release's programs (%s): running "
-				      "the ones pinned in %s", strerror(-rc), n->o.bpf_root);
+		if (rc && cw_dp_pinned(n->o.bpf_root)) {
+			snprintf(n->dp_load_error, sizeof(n->dp_load_error),
+				 "cannot load this release's programs (%s): the ones pinned before run",
+				 strerror(-rc));
+			cw_node_error(n, "datapath: %s", n->dp_load_error);
+		}
 		rc = cw_dp_open(n->o.bpf_root, lockdir, true, &n->dp);
 		if (rc) {
 			pr_err("datapath: cannot load or adopt the programs in %s: %s", n->o.bpf_root,
@@ -57,9 +60,12 @@ int cw_datapath_setup(struct cw_node *n)
 		 * moved to the pinned programs, one atomic replace each.
 		 */
 		rc = cw_dp_refresh_all(n->o.bpf_root, &moved);
-		if (rc)
-			cw_node_error(n, "datapath: not every attachment moved to the pinned programs: "
-				      "%s", strerror(-rc));
+		if (rc && !n->dp_load_error[0]) {
+			snprintf(n->dp_load_error, sizeof(n->dp_load_error),
+				 "not every attachment moved to the pinned programs: %s", strerror(-rc));
+			cw_node_error(n, "datapath: %s", n->dp_load_error);
+		}
+		n->dp_moved = moved;
 		if (moved)
 			pr_info("datapath: %u attachment(s) moved to the pinned programs", moved);
 	}

@@ -243,6 +243,8 @@ struct cw_node {
 	unsigned int underlay_mtu;
 	bool dp_ready;                /* VXLAN device and config map in place */
 	bool dp_synced;               /* the first full reconcile has run */
+	char dp_load_error[256];      /* why this release's programs do not all run; "" when they do */
+	unsigned int dp_moved;        /* attachments moved to this release's programs at start */
 	struct cw_prefix4 *local_cidrs; /* every local node's PodCIDR, as of the last reconcile */
 	size_t n_local_cidrs;
 	struct cw_lb_table lb;        /* the service maps' content */

@@ -1068,6 +1068,42 @@ def test_restart_keeps_identities(shared):
                 pass
 
 
+def test_refused_programs_leave_the_old_ones_running(make_lab):
+    """A release whose programs the kernel will not load (here: a map pinned with a layout
+    they cannot adopt) must not take the node's pods down: the helper runs with the programs
+    pinned before, says so in status, and pods keep reaching each other.  Once the cause is
+    gone, the next start loads this release's programs and moves every attachment to them."""
+    h = up(make_lab)
+    pods_on_every_node(h)
+    n = h.nodes[0]
+    p2_ip = h.wait_pods(["p2"])["p2"]["status"]["podIP"]
+    before = n.assert_runs_pinned()
+    h.stop_helpers(n.name, kill=False)
+    pin = Path(n.bpf_root) / "cw_stack_flows"   # the programs' alone: the helper opens no such map
+    pin.unlink()
+    run(["bpftool", "map", "create", str(pin), "type", "lru_hash", "key", "16", "value", "8",
+         "entries", "16", "name", "cw_stack_flows"])
+    h.start_helpers(n.name)
+    h.wait(lambda: h.healthy(n), 15, "the helper synced on the programs pinned before")
+    s = n.status()
+    assert "cannot load this release's programs" in s["datapathLoadError"], s
+    assert "OLDER ones run" in n.helper("status").stdout
+    assert n.assert_runs_pinned() == before, "the pins changed though the load failed"
+    h.in_pod("p1", "ping", "-c", "3", "-i", "0.05", "-W", "2", p2_ip)
+
+    pin.unlink()
+    h.stop_helpers(n.name, kill=False)
+    h.start_helpers(n.name)
+    h.wait(lambda: h.healthy(n), 15, "the helper synced on this release's programs")
+    s = n.status()
+    assert s["datapathLoadError"] == "", s
+    now = n.assert_runs_pinned()
+    assert all(now[p] != before[p] for p in PROGS), f"not reloaded: {before} -> {now}"
+    # p1's veth and cw_vxlan, both directions
+    assert s["attachmentsMoved"] >= 4, s
+    h.in_pod("p1", "ping", "-c", "3", "-i", "0.05", "-W", "2", p2_ip)
+
+
 def test_etcd_restart(make_lab, tmp_path):
     """etcd stopped and started again: pod traffic flows throughout, every helper's watches
     reconnect and sync, and a pod created afterwards is reachable from the other nodes."""
