@@ -543,6 +543,8 @@ int cw_dp_refresh_link(const char *bpf_root, int ifindex, const char *ifname)
 		int fd = -1, err;
 
 		err = cw_tc_query(ifindex, ingress, &id);
+		if (err == -ENODEV)
+			return moved; /* the link went away (a pod deleted meanwhile) */
 		if (err || !id) {
 			first_err = first_err ? first_err : err;
 			continue;
@@ -555,6 +557,8 @@ int cw_dp_refresh_link(const char *bpf_root, int ifindex, const char *ifname)
 		if (!err && want != id)
 			err = cw_tc_attach(ifindex, fd, ingress);
 		cw_close(fd);
+		if (err == -ENODEV)
+			return moved;
 		if (err) {
 			pr_err("datapath: cannot move %s %s from program %u to the pinned %s: %s", ifname,
 			       ingress ? "ingress" : "egress", id, name, strerror(-err));
