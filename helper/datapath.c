@@ -25,7 +25,6 @@ int cw_datapath_setup(struct cw_node *n)
 {
 	struct cw_config cfg = { 0 };
 	char lockdir[PATH_MAX];
-	unsigned int moved;
 	int rc;
 
 	if (!n->dp) {
@@ -59,15 +58,14 @@ int cw_datapath_setup(struct cw_node *n)
 		 * still run what was attached before the pins were replaced:
 		 * moved to the pinned programs, one atomic replace each.
 		 */
-		rc = cw_dp_refresh_all(n->o.bpf_root, &moved);
+		rc = cw_dp_refresh_all(n->o.bpf_root, &n->dp_moved);
 		if (rc && !n->dp_load_error[0]) {
 			snprintf(n->dp_load_error, sizeof(n->dp_load_error),
 				 "not every attachment moved to the pinned programs: %s", strerror(-rc));
 			cw_node_error(n, "datapath: %s", n->dp_load_error);
 		}
-		n->dp_moved = moved;
-		if (moved)
-			pr_info("datapath: %u attachment(s) moved to the pinned programs", moved);
+		if (n->dp_moved)
+			pr_info("datapath: %u attachment(s) moved to the pinned programs", n->dp_moved);
 	}
 	if (!n->nl) {
 		rc = cw_nl_open(&n->nl);

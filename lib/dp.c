@@ -317,10 +317,6 @@ void cw_dp_free(struct cw_dp *dp)
 		return;
 	cw_close(dp->prog_from_container);
 	cw_close(dp->prog_to_container);
-	cw_close(dp->prog_from_overlay);
-	cw_close(dp->prog_to_overlay);
-	cw_close(dp->prog_from_netdev);
-	cw_close(dp->prog_to_netdev);
 	cw_close(dp->map_endpoints);
 	cw_close(dp->map_metrics);
 	cw_close(dp->map_ipcache);
@@ -375,8 +371,7 @@ int cw_dp_open(const char *bpf_root, const char *lock_dir, bool load_if_missing,
 		err = -ENOMEM;
 		goto cleanup;
 	}
-	dp->prog_from_container = dp->prog_to_container = dp->prog_from_overlay = -1;
-	dp->prog_to_overlay = dp->prog_from_netdev = dp->prog_to_netdev = -1;
+	dp->prog_from_container = dp->prog_to_container = -1;
 	dp->map_endpoints = dp->map_metrics = -1;
 	dp->map_ipcache = dp->map_tunnel = dp->map_config = -1;
 	dp->map_lb4_services = dp->map_lb4_backends = dp->map_lb4_revnat = dp->map_lb4_ct = -1;
@@ -384,14 +379,6 @@ int cw_dp_open(const char *bpf_root, const char *lock_dir, bool load_if_missing,
 	err = open_pin(bpf_root, CW_PIN_FROM_CONTAINER, &dp->prog_from_container);
 	if (!err)
 		err = open_pin(bpf_root, CW_PIN_TO_CONTAINER, &dp->prog_to_container);
-	if (!err)
-		err = open_pin(bpf_root, CW_PIN_FROM_OVERLAY, &dp->prog_from_overlay);
-	if (!err)
-		err = open_pin(bpf_root, CW_PIN_TO_OVERLAY, &dp->prog_to_overlay);
-	if (!err)
-		err = open_pin(bpf_root, CW_PIN_FROM_NETDEV, &dp->prog_from_netdev);
-	if (!err)
-		err = open_pin(bpf_root, CW_PIN_TO_NETDEV, &dp->prog_to_netdev);
 	if (!err)
 		err = open_pin(bpf_root, CW_MAP_ENDPOINTS, &dp->map_endpoints);
 	if (!err)

@@ -15,10 +15,6 @@
 struct cw_dp {
 	int prog_from_container;
 	int prog_to_container;
-	int prog_from_overlay;
-	int prog_to_overlay;
-	int prog_from_netdev;
-	int prog_to_netdev;
 	int map_endpoints;
 	int map_metrics;
 	int map_ipcache;
@@ -40,9 +36,10 @@ int cw_bpffs_ensure(const char *bpf_root);
 bool cw_dp_pinned(const char *bpf_root);
 
 /*
- * Open the pinned programs and maps of @bpf_root.  With @load_if_missing the
- * programs are loaded and pinned first when absent, serialised on a lock file
- * in @lock_dir so concurrent first ADDs load once.
+ * Open the pods' pinned programs and the maps of @bpf_root (the devices'
+ * programs are attached from their pins: cw_dp_attach_pinned).  With
+ * @load_if_missing the programs are loaded and pinned first when absent,
+ * serialised on a lock file in @lock_dir so concurrent first ADDs load once.
  */
 int cw_dp_open(const char *bpf_root, const char *lock_dir, bool load_if_missing,
 	       struct cw_dp **out);

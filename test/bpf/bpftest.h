@@ -110,12 +110,11 @@ static inline int bt_check_pins(const char *who, const char *what, struct bpf_ob
 	return 0;
 }
 
-/* Its maps and programs, from_overlay's excepted (-1). */
+/* Its maps and the pods' programs. */
 static inline void bt_dp_of(struct cw_dp *dp, const struct lxc *skel)
 {
 	dp->prog_from_container = bpf_program__fd(skel->progs.from_container);
 	dp->prog_to_container = bpf_program__fd(skel->progs.to_container);
-	dp->prog_from_overlay = -1;
 	dp->map_endpoints = bpf_map__fd(skel->maps.cw_endpoints);
 	dp->map_metrics = bpf_map__fd(skel->maps.cw_metrics);
 	dp->map_ipcache = bpf_map__fd(skel->maps.cw_ipcache);

@@ -100,7 +100,6 @@ static int group_setup(void **state)
 	t.from_fd = t.dp.prog_from_container;
 	t.to_fd = t.dp.prog_to_container;
 	t.overlay_fd = bpf_program__fd(t.overlay->progs.from_overlay);
-	t.dp.prog_from_overlay = t.overlay_fd;
 	t.flows_fd = bpf_map__fd(t.skel->maps.cw_stack_flows);
 
 	/* pod A's host veth is lo (ifindex 1), pod B's the test veth */
