@@ -72,7 +72,7 @@ static __always_inline int ipv4_to_remote(struct __sk_buff *skb, struct iphdr *i
 	const struct cw_ipcache_info *ipc;
 	const struct cw_config *cfg;
 	__be32 remote, local;
-	__u32 vxlan_ifindex;
+	__u32 vxlan_ifindex, len;
 	int rc;
 
 	/* 0.0.0.0 is no endpoint, so it has no identity to put in the VNI. */
@@ -113,6 +113,13 @@ static __always_inline int ipv4_to_remote(struct __sk_buff *skb, struct iphdr *i
 	if (ip->ttl <= 1)
 		return cw_drop(skb, -CW_DROP_TTL_EXCEEDED, CW_DIR_EGRESS);
 	cw_ipv4_dec_ttl(ip);
+	len = skb->len; /* counted as the pod sent it, whichever way it is encapsulated */
+	rc = cw_tunnel_encap_redirect(skb, cfg, remote, src_identity);
+	if (rc >= 0) {
+		if (rc != TC_ACT_SHOT)
+			cw_count_len(len, CW_REASON_FORWARDED, CW_DIR_EGRESS);
+		return rc;
+	}
 	if (cw_tunnel_set_key(skb, remote, local, src_identity) < 0)
 		return cw_drop(skb, -CW_DROP_TUNNEL_FAILED, CW_DIR_EGRESS);
 

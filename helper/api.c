@@ -161,6 +161,10 @@ static cJSON *status_doc(struct cw_node *n)
 	cJSON_AddNumberToObject(o, "attachmentsMoved", (double)n->dp_moved);
 	cJSON_AddStringToObject(o, "vxlanDevice", n->vxlan_ifindex ? CW_VXLAN_DEV : "");
 	cJSON_AddStringToObject(o, "underlayDevice", n->underlay_dev);
+	/* Who builds a pod's VXLAN packet: the datapath (out of the underlay at
+	 * once) or the device (through the node's stack, --tunnel-through-stack). */
+	cJSON_AddStringToObject(o, "tunnelEncapsulation",
+				n->o.tunnel_through_stack ? "device" : "datapath");
 	cJSON_AddNumberToObject(o, "endpoints", (double)neps);
 	cJSON_AddNumberToObject(o, "lastReconcileAgoMs",
 				n->last_reconcile_ms ? (double)(cw_loop_now_ms() - n->last_reconcile_ms) : -1);

@@ -272,11 +272,13 @@ int cw_cli_status(const struct cw_cli_opts *o)
 		return done;
 	printf("Node:       %s (cluster %s, id %.0f), routing %s\n", jstr(doc, "node"),
 	       jstr(doc, "cluster"), jnum(doc, "clusterID"), jstr(doc, "routing"));
-	printf("Addresses:  node IP %s, PodCIDR %s, underlay %s, tunnel device %s\n",
+	printf("Addresses:  node IP %s, PodCIDR %s, underlay %s, tunnel device %s "
+	       "(pods' packets encapsulated by the %s)\n",
 	       *jstr(doc, "nodeIP") ? jstr(doc, "nodeIP") : "(unknown)",
 	       *jstr(doc, "podCIDR") ? jstr(doc, "podCIDR") : "(unknown)",
 	       *jstr(doc, "underlayDevice") ? jstr(doc, "underlayDevice") : "-",
-	       *jstr(doc, "vxlanDevice") ? jstr(doc, "vxlanDevice") : "-");
+	       *jstr(doc, "vxlanDevice") ? jstr(doc, "vxlanDevice") : "-",
+	       jstr(doc, "tunnelEncapsulation"));
 	ago(jnum(doc, "lastReconcileAgoMs"), when, sizeof(when));
 	{
 		const cJSON *m = cJSON_GetObjectItemCaseSensitive(doc, "masquerade");

@@ -140,6 +140,8 @@ int cw_datapath_setup(struct cw_node *n)
 	cfg.vxlan_ifindex = (__u32)n->vxlan_ifindex;
 	cfg.node_ip = n->node_ip.s_addr;
 	cfg.cluster_id = (__u16)n->o.cluster_id;
+	if (!n->o.tunnel_through_stack)
+		cfg.underlay_ifindex = (__u32)n->underlay_ifindex;
 	rc = cw_config_put(n->dp, &cfg);
 	if (rc)
 		return rc;

@@ -92,7 +92,7 @@ static const char node_usage[] =
 	"         [--routing tunnel|native|hybrid] [--node-ip IP] [--pod-cidr CIDR]\n"
 	"         [--metrics-addr 127.0.0.1:PORT] [--lease-ttl SECONDS] [--log-file F] [-v]\n"
 	"         [--clustermesh-config DIR] [--remote-eviction-timeout SECONDS]\n"
-	"         [--no-masquerade | --no-masquerade-to CIDR ...]\n"
+	"         [--no-masquerade | --no-masquerade-to CIDR ...] [--tunnel-through-stack]\n"
 	"\nWithout --k8s-api the in-cluster configuration is used.  --node-ip and --pod-cidr\n"
 	"override the Node object's InternalIP and spec.podCIDR.  --clustermesh-config is a\n"
 	"directory with one etcd config per remote cluster, named after it (read-only).\n"
@@ -100,7 +100,11 @@ static const char node_usage[] =
 	"--remote-eviction-timeout seconds (default 120) has its routes and backends withdrawn.\n"
 	"Pod traffic to addresses outside every PodCIDR of the mesh leaves with the node's\n"
 	"address (iptables MASQUERADE) unless --no-masquerade; --no-masquerade-to adds\n"
-	"destinations that keep the pod's address (a routed pod range, say).\n";
+	"destinations that keep the pod's address (a routed pod range, say).\n"
+	"Pods' tunnelled packets are encapsulated by the datapath and leave by the\n"
+	"underlay straight away; --tunnel-through-stack sends them through cw_vxlan and\n"
+	"the node's IP stack instead, for node rules that must see them (OUTPUT and\n"
+	"POSTROUTING filters, IPsec policies), at some throughput.\n";
 
 static int run_node(int argc, char **argv)
 {
@@ -125,6 +129,7 @@ static int run_node(int argc, char **argv)
 		{ "remote-eviction-timeout", required_argument, NULL, 'E' },
 		{ "no-masquerade", no_argument, NULL, 'Q' },
 		{ "no-masquerade-to", required_argument, NULL, 'X' },
+		{ "tunnel-through-stack", no_argument, NULL, 'U' },
 		{ "log-file", required_argument, NULL, 'l' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -189,6 +194,7 @@ static int run_node(int argc, char **argv)
 			o.remote_eviction_s = (int)v;
 			break;
 		case 'Q': o.no_masquerade = true; break;
+		case 'U': o.tunnel_through_stack = true; break;
 		case 'X':
 			if (o.n_masq_except == CW_MASQ_EXCEPT_MAX) {
 				fprintf(stderr, "node: at most %d --no-masquerade-to\n",

@@ -52,6 +52,7 @@ struct cw_node_opts {
 	bool no_masquerade;           /* pods' traffic leaving the mesh keeps its source */
 	struct cw_prefix4 masq_except[CW_MASQ_EXCEPT_MAX]; /* never masqueraded to */
 	size_t n_masq_except;
+	bool tunnel_through_stack;    /* pods' tunnelled packets via cw_vxlan, not encapsulated by BPF */
 };
 
 /*

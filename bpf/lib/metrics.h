@@ -6,7 +6,8 @@
 #include <linux/pkt_cls.h>
 #include "maps.h"
 
-static __always_inline void cw_count(struct __sk_buff *skb, __u8 reason, __u8 dir)
+/* One packet of @len bytes (its frame as the program first saw it). */
+static __always_inline void cw_count_len(__u32 len, __u8 reason, __u8 dir)
 {
 	__u32 idx = cw_metrics_index(reason, dir);
 	struct cw_metrics_value *v;
@@ -15,8 +16,13 @@ static __always_inline void cw_count(struct __sk_buff *skb, __u8 reason, __u8 di
 	if (v) {
 		/* per-CPU value: no other CPU writes this copy */
 		v->packets += 1;
-		v->bytes += skb->len;
+		v->bytes += len;
 	}
+}
+
+static __always_inline void cw_count(struct __sk_buff *skb, __u8 reason, __u8 dir)
+{
+	cw_count_len(skb->len, reason, dir);
 }
 
 /* Every TC_ACT_SHOT goes through here so that no drop goes uncounted. */

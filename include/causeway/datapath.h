@@ -210,13 +210,19 @@ struct cw_tunnel_info {
  * Node-wide settings, written by the helper at start-up: one entry, key 0,
  * of an array map.  A zero vxlan_ifindex means "no tunnel device": packets
  * that would be tunnelled are dropped with CW_DROP_NO_TUNNEL_DEV.
+ *
+ * underlay_ifindex: the interface holding node_ip.  Non-zero, from_container
+ * encapsulates a pod's tunnelled packets itself and sends them out of the
+ * underlay (bpf/lib/tunnel.h, cw_tunnel_encap_redirect); zero, they go
+ * through the VXLAN device and the node's IP stack.  The field was padding
+ * before, so a map pinned by an older release reads as zero: the device.
  */
 struct cw_config {
 	__u32  vxlan_ifindex;
 	__be32 node_ip;      /* underlay address: the outer source */
 	__u16  cluster_id;
 	__u16  flags;
-	__u32  pad;
+	__u32  underlay_ifindex;
 };
 
 /*

@@ -3,10 +3,13 @@
 tunnel and native routing modes, each against a plain-kernel baseline on
 the same underlay, in the same run.
 
-One lab (test/lab/lab) of two clusters of two nodes on one shared underlay
-bridge: cluster `xtun` routes pods over Causeway's VXLAN tunnel, cluster
-`xnat` natively.  In each, pod a on node 1 and pod b on node 2, made by the
-lab's kubelet through the real plugin.
+One lab (test/lab/lab) of three clusters of two nodes on one shared
+underlay bridge: cluster `xtun` routes pods over Causeway's VXLAN tunnel,
+the datapath encapsulating pods' packets itself (the default), cluster
+`xstk` over the same tunnel with the helpers' --tunnel-through-stack (the
+VXLAN device encapsulates, through the node's IP stack), cluster `xnat`
+natively.  In each, pod a on node 1 and pod b on node 2, made by the lab's
+kubelet through the real plugin.
 
 The baselines are two "bare" node namespaces plugged into the same lab
 bridge the same way the lab plugs its nodes (a veth, the same /16, the
@@ -26,9 +29,10 @@ third pair of ptp pods on the bare nodes, joined by a collect-metadata
 ("external") VXLAN device per node (UDP 8473, beside the baseline's 8472)
 and test/bench/floor.bpf.c, the least a BPF datapath on such a device does
 (set the tunnel key and redirect out; rewrite the MACs and redirect in; no
-map, no check, no counter).  causeway/floor is what Causeway's own programs
-cost; floor/baseline is what the collect-metadata design itself costs
-against a VXLAN device the stack routes to, on this kernel.
+map, no check, no counter).  floor/baseline is what sending through a
+collect-metadata device costs against a VXLAN device the stack routes to,
+on this kernel; stack/floor is what Causeway's programs and its nodes'
+rules add on that path; causeway/baseline is the goal's figure.
 
 Each round runs, for every mode and for Causeway and its baseline back to
 back (the order flipping every round): iperf3 TCP bulk throughput and
@@ -55,6 +59,7 @@ IPERF_PORT = 5201
 SOCKPERF_PORT = 11111
 MODES = ("tunnel", "native")
 CLUSTER = {"tunnel": "xtun", "native": "xnat"}
+STACK_CLUSTER = "xstk"  # tunnel mode, --tunnel-through-stack
 TOPOLOGY = {
     "underlay": "shared",
     "clusters": [
@@ -62,6 +67,9 @@ TOPOLOGY = {
          "serviceSubnet": "10.243.0.0/16", "routing": "tunnel", "nodes": 2},
         {"name": "xnat", "id": 2, "podSubnet": "10.242.0.0/16",
          "serviceSubnet": "10.244.0.0/16", "routing": "native", "nodes": 2},
+        {"name": "xstk", "id": 3, "podSubnet": "10.248.0.0/16",
+         "serviceSubnet": "10.249.0.0/16", "routing": "tunnel", "nodes": 2,
+         "tunnelThroughStack": True},
     ],
 }
 # Baseline pod subnets, per bare node j (1, 2): they exist only inside the
@@ -76,7 +84,7 @@ FLOOR_VXLAN = "cwb_vxmd"
 FLOOR_PORT = 8473   # the baseline's device holds 8472 in the same namespace
 FLOOR_ATTACH = os.path.join(B.BUILD, "bench", "floor-attach")
 # What is measured per mode: Causeway, its baseline, and for the tunnel the floor.
-KINDS = {"tunnel": ("causeway", "baseline", "floor"), "native": ("causeway", "baseline")}
+KINDS = {"tunnel": ("causeway", "stack", "baseline", "floor"), "native": ("causeway", "baseline")}
 
 
 def parse_args():
@@ -255,20 +263,36 @@ def drops(counters):
             if e["reason"] != "forwarded" and e["packets"]}
 
 
+def ratio_of(num, den):
+    return B.median([n / d if d else float("inf") for n, d in zip(num, den)])
+
+
 def floor_figures(res, out):
-    """The tunnel's collect-metadata floor against Causeway and the baseline."""
-    cw, base, floor = res["tunnel/causeway"], res["tunnel/baseline"], res["tunnel/floor"]
+    """The tunnel through the VXLAN device (Causeway's --tunnel-through-stack,
+    and the collect-metadata floor) against the datapath's own encapsulation
+    and the baseline."""
+    cw, stk = res["tunnel/causeway"], res["tunnel/stack"]
+    base, floor = res["tunnel/baseline"], res["tunnel/floor"]
     for label, key, unit, fmt in (("throughput", "gbps", "Gbit/s", "{:.2f}"),
                                   ("TCP RR", "rr_per_s", "round trips/s", "{:.0f}")):
-        cw_floor = B.median([c / f if f else float("inf") for c, f in zip(cw[key], floor[key])])
-        floor_base = B.median([f / b if b else float("inf")
-                               for f, b in zip(floor[key], base[key])])
+        print(f"{'':6} {'  stack':10}: through the device (--tunnel-through-stack) "
+              f"{fmt.format(B.median(stk[key]))} {unit}: stack/baseline "
+              f"{ratio_of(stk[key], base[key]):.3f}x, causeway/stack "
+              f"{ratio_of(cw[key], stk[key]):.3f}x (what encapsulating in the datapath gains)")
         print(f"{'':6} {'  floor':10}: collect-metadata floor {fmt.format(B.median(floor[key]))} "
-              f"{unit}: floor/baseline {floor_base:.3f}x (the design's cost), "
-              f"causeway/floor {cw_floor:.3f}x (Causeway's programs and node rules)")
+              f"{unit}: floor/baseline {ratio_of(floor[key], base[key]):.3f}x (the device's "
+              f"cost), stack/floor {ratio_of(stk[key], floor[key]):.3f}x (Causeway's programs "
+              "and node rules on that path)")
+        out["figures"][f"tunnel stack {key}"] = {
+            "stack": round(B.median(stk[key]), 3),
+            "stack_vs_baseline": round(ratio_of(stk[key], base[key]), 3),
+            "causeway_vs_stack": round(ratio_of(cw[key], stk[key]), 3),
+            "spread_stack": round(B.spread(stk[key]), 3)}
         out["figures"][f"tunnel floor {key}"] = {
-            "floor": round(B.median(floor[key]), 3), "floor_vs_baseline": round(floor_base, 3),
-            "causeway_vs_floor": round(cw_floor, 3), "spread_floor": round(B.spread(floor[key]), 3)}
+            "floor": round(B.median(floor[key]), 3),
+            "floor_vs_baseline": round(ratio_of(floor[key], base[key]), 3),
+            "stack_vs_floor": round(ratio_of(stk[key], floor[key]), 3),
+            "spread_floor": round(B.spread(floor[key]), 3)}
 
 
 def main():
@@ -287,21 +311,24 @@ def main():
     lab = B.Lab(cleanup, topo, prefix="cx").up()
     st = lab.state()
     nodes = {m: [n["name"] for n in lab.cluster(CLUSTER[m])["nodes"]] for m in MODES}
+    stack_nodes = [n["name"] for n in lab.cluster(STACK_CLUSTER)["nodes"]]
     with open(lab.cluster("xtun")["nodes"][0]["conflist"]) as f:
         mtu = json.load(f)["plugins"][0].get("mtu", 1500)
 
     setups = {}  # (mode, "causeway"|"baseline") -> {"a": (ns, ip), "b": (ns, ip), ...}
-    for m in MODES:
-        for side, node in (("a", nodes[m][0]), ("b", nodes[m][1])):
-            lab.create_pod(CLUSTER[m], f"bench-{side}", node)
-    for m in MODES:
+    lab_setups = [(m, "causeway", CLUSTER[m], nodes[m]) for m in MODES] + \
+        [("tunnel", "stack", STACK_CLUSTER, stack_nodes)]
+    for _, _, cluster, ns in lab_setups:
+        for side, node in (("a", ns[0]), ("b", ns[1])):
+            lab.create_pod(cluster, f"bench-{side}", node)
+    for m, k, cluster, ns in lab_setups:
         pods = {}
         for side in ("a", "b"):
-            rec = lab.wait_pod(CLUSTER[m], f"bench-{side}")
+            rec = lab.wait_pod(cluster, f"bench-{side}")
             pods[side] = (os.path.join(B.NETNS_DIR, rec["netns"]), rec["ip"])
-        setups[(m, "causeway")] = pods
-        B.log(f"bench: causeway {m}: pod a {pods['a'][1]} on {nodes[m][0]}, "
-              f"pod b {pods['b'][1]} on {nodes[m][1]}")
+        setups[(m, k)] = pods
+        B.log(f"bench: {k} {m} (cluster {cluster}): pod a {pods['a'][1]} on {ns[0]}, "
+              f"pod b {pods['b'][1]} on {ns[1]}")
 
     bare = BareNodes(cleanup, st, work, mtu)
     for m in MODES + ("floor",):
@@ -325,7 +352,10 @@ def main():
     # Which way the packets went: the tunnel devices' counters, before and after.
     lab_node1 = {m: os.path.join(B.NETNS_DIR, lab.cluster(CLUSTER[m])["nodes"][0]["netns"])
                  for m in MODES}
+    stack_node1 = os.path.join(B.NETNS_DIR, lab.cluster(STACK_CLUSTER)["nodes"][0]["netns"])
     tx_dev = {("tunnel", "causeway"): (lab_node1["tunnel"], "cw_vxlan"),
+              ("tunnel", "causeway-underlay"): (lab_node1["tunnel"], "eth0"),
+              ("tunnel", "stack"): (stack_node1, "cw_vxlan"),
               ("native", "causeway"): (lab_node1["native"], "cw_vxlan"),
               ("tunnel", "baseline"): (bare.nodes[0]["ns"], BARE_VXLAN),
               ("tunnel", "floor"): (bare.nodes[0]["ns"], FLOOR_VXLAN)}
@@ -352,6 +382,8 @@ def main():
             f"{res[f'{m}/baseline']['gbps'][-1]:.2f} Gbit/s, cw "
             f"{res[f'{m}/causeway']['rr_per_s'][-1]:.0f}/base "
             f"{res[f'{m}/baseline']['rr_per_s'][-1]:.0f} RR/s" for m in MODES) +
+            f"; tunnel through the stack {res['tunnel/stack']['gbps'][-1]:.2f} Gbit/s, "
+            f"{res['tunnel/stack']['rr_per_s'][-1]:.0f} RR/s"
             f"; tunnel floor {res['tunnel/floor']['gbps'][-1]:.2f} Gbit/s, "
             f"{res['tunnel/floor']['rr_per_s'][-1]:.0f} RR/s")
 
@@ -364,7 +396,8 @@ def main():
     print(f"Cross-node pod-to-pod, {args.rounds} rounds x {args.seconds}s per measurement; "
           f"client CPU {cpu_client}, server CPU {cpu_server}; pod MTU {mtu} everywhere")
     print(f"lab {lab.name}, underlay {st['subnet']} (bridge {st['bridges'][0]['name']}): "
-          f"causeway tunnel = cluster xtun, native = cluster xnat; baselines on bare nodes "
+          f"causeway tunnel = cluster xtun (through the stack: {STACK_CLUSTER}), native = "
+          f"cluster xnat; baselines on bare nodes "
           f"{bare.nodes[0]['ip']}, {bare.nodes[1]['ip']} (plain VXLAN / static routes, ptp pods)")
     print("figures: median over rounds; ratio: median of the per-round causeway/baseline ratios")
     print()
@@ -404,22 +437,35 @@ def main():
             ratios = [c / b for c, b in zip(res[f"{m}/causeway"][key], res[f"{m}/baseline"][key])]
             print(f"  {m:6} {label:6} {'ratio':8} {' '.join(f'{x:.3f}' for x in ratios)}")
             if m == "tunnel":
-                for num, den in (("causeway", "floor"), ("floor", "baseline")):
+                for num, den in (("causeway", "stack"), ("stack", "floor"), ("floor", "baseline")):
                     ratios = [c / b for c, b in zip(res[f"{m}/{num}"][key], res[f"{m}/{den}"][key])]
                     print(f"  {m:6} {label:6} {num[:2] + '/' + den[:4]:8} "
                           f"{' '.join(f'{x:.3f}' for x in ratios)}")
 
     print()
-    print("path check (packets sent by node 1's VXLAN device during the rounds):")
+    print("path check (packets sent by node 1's VXLAN device, or underlay, during the rounds):")
     for k, label in ((("tunnel", "causeway"), "causeway tunnel, cw_vxlan"),
+                     (("tunnel", "causeway-underlay"), "causeway tunnel, eth0"),
+                     (("tunnel", "stack"), "through the stack, cw_vxlan"),
                      (("native", "causeway"), "causeway native, cw_vxlan"),
                      (("tunnel", "baseline"), f"baseline tunnel, {BARE_VXLAN}"),
                      (("tunnel", "floor"), f"floor tunnel, {FLOOR_VXLAN}")):
         d = tx1[k] - tx0[k] if tx0[k] is not None and tx1[k] is not None else None
         print(f"  {label:28} {d if d is not None else '?'}")
     warn = []
-    if not (tx1[("tunnel", "causeway")] or 0) - (tx0[("tunnel", "causeway")] or 0):
-        warn.append("causeway tunnel mode sent nothing over cw_vxlan")
+
+    def sent(k):
+        return (tx1[k] or 0) - (tx0[k] or 0)
+
+    # The datapath encapsulates pods' packets itself and sends them out of
+    # the underlay; only the node's own traffic would use cw_vxlan.
+    if sent(("tunnel", "causeway")) > 100:
+        warn.append("causeway tunnel mode sent pods' traffic over cw_vxlan, not encapsulated "
+                    "by the datapath")
+    if not sent(("tunnel", "causeway-underlay")):
+        warn.append("causeway tunnel mode sent nothing out of the underlay")
+    if not sent(("tunnel", "stack")):
+        warn.append("--tunnel-through-stack sent nothing over cw_vxlan")
     if not (tx1[("tunnel", "floor")] or 0) - (tx0[("tunnel", "floor")] or 0):
         warn.append(f"the floor sent nothing over {FLOOR_VXLAN}")
     if (tx1[("native", "causeway")] or 0) - (tx0[("native", "causeway")] or 0) > 100:

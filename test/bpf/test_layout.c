@@ -66,7 +66,7 @@ static const struct layout layouts[] = {
 	  { MEMBER(cw_tunnel_info, node_ip), MEMBER(cw_tunnel_info, flags) }, 2 },
 	{ "cw_config", sizeof(struct cw_config), 16,
 	  { MEMBER(cw_config, vxlan_ifindex), MEMBER(cw_config, node_ip), MEMBER(cw_config, cluster_id),
-	    MEMBER(cw_config, flags), MEMBER(cw_config, pad) }, 5 },
+	    MEMBER(cw_config, flags), MEMBER(cw_config, underlay_ifindex) }, 5 },
 	{ "cw_lb4_key", sizeof(struct cw_lb4_key), 8,
 	  { MEMBER(cw_lb4_key, address), MEMBER(cw_lb4_key, port), MEMBER(cw_lb4_key, proto),
 	    MEMBER(cw_lb4_key, pad) }, 4 },
@@ -125,7 +125,7 @@ static void test_user_space_offsets(void **state)
 	assert_int_equal(offsetof(struct cw_config, node_ip), 4);
 	assert_int_equal(offsetof(struct cw_config, cluster_id), 8);
 	assert_int_equal(offsetof(struct cw_config, flags), 10);
-	assert_int_equal(offsetof(struct cw_config, pad), 12);
+	assert_int_equal(offsetof(struct cw_config, underlay_ifindex), 12);
 	assert_int_equal(offsetof(struct cw_lb4_key, port), 4);
 	assert_int_equal(offsetof(struct cw_lb4_key, proto), 6);
 	assert_int_equal(offsetof(struct cw_lb4_key, pad), 7);

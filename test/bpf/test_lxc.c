@@ -17,6 +17,8 @@
 #include <linux/ip.h>
 #include <linux/pkt_cls.h>
 #include <linux/tcp.h>
+#include <linux/udp.h>
+#include <causeway/netlink.h>
 
 #include "bpftest.h"
 
@@ -954,6 +956,168 @@ static void test_tunnel_redirect(void **state)
 	assert_int_equal(r.mark, CW_MARK_REDIRECTED);
 }
 
+/*
+ * The datapath's own encapsulation (cw_config.underlay_ifindex set): the
+ * test veth's peer plays the underlay, holding NODE_IP/24 with REMOTE_IP's
+ * MAC in its neighbour table, so the FIB sends the node's VXLAN packets to
+ * REMOTE_IP out of it.
+ */
+static const uint8_t mac_remote_node[6] = { 0x02, 0, 0, 0, 0x77, 0x02 };
+
+static void underlay_config(int underlay_ifindex)
+{
+	struct cw_config cfg = { .vxlan_ifindex = (__u32)t.veth_ifindex, .node_ip = ip4(NODE_IP),
+				 .underlay_ifindex = (__u32)underlay_ifindex };
+
+	assert_int_equal(cw_config_put(&t.dp, &cfg), 0);
+}
+
+static void sh_ok(const char *cmd)
+{
+	if (system(cmd) != 0)
+		fail_msg("%s failed", cmd);
+}
+
+struct vxlan_frame {
+	struct ethhdr eth;
+	struct iphdr ip;
+	struct udphdr udp;
+	__be32 vx_flags, vx_vni;
+	struct pkt inner;
+} __attribute__((packed));
+
+/* @out is @in in VXLAN to REMOTE_IP from NODE_IP, VNI @vni: every outer
+ * field as the kernel's VXLAN device writes it, the inner frame @in one hop
+ * on.  The outer MACs are the caller's to check. */
+static void assert_vxlan_of(const uint8_t *out, __u32 out_len, const struct pkt *in, __u32 vni,
+			    uint8_t outer_tos)
+{
+	const struct vxlan_frame *f = (const struct vxlan_frame *)out;
+	struct pkt want = *in;
+	__u16 sport;
+
+	assert_int_equal(out_len, sizeof(*in) + CW_VXLAN_OVERHEAD);
+	assert_int_equal(ntohs(f->eth.h_proto), ETH_P_IP);
+	assert_int_equal(f->ip.version, 4);
+	assert_int_equal(f->ip.ihl, 5);
+	assert_int_equal(f->ip.tos, outer_tos);
+	assert_int_equal(ntohs(f->ip.tot_len), out_len - ETH_HLEN);
+	assert_int_equal(ntohs(f->ip.frag_off), 0); /* DF clear, as the device sends */
+	assert_int_equal(f->ip.ttl, 64);
+	assert_int_equal(f->ip.protocol, IPPROTO_UDP);
+	assert_int_equal(f->ip.saddr, ip4(NODE_IP));
+	assert_int_equal(f->ip.daddr, ip4(REMOTE_IP));
+	assert_int_equal(csum_fold(&f->ip, sizeof(f->ip)), 0xffff);
+	sport = ntohs(f->udp.source);
+	assert_true(sport >= 32768 && sport <= 60999);
+	assert_int_equal(ntohs(f->udp.dest), CW_VXLAN_PORT);
+	assert_int_equal(ntohs(f->udp.len), out_len - ETH_HLEN - sizeof(struct iphdr));
+	assert_int_equal(f->udp.check, 0);
+	assert_int_equal(ntohl(f->vx_flags), 0x08000000);
+	assert_int_equal(ntohl(f->vx_vni), vni << 8);
+	want.ip.ttl = (uint8_t)(in->ip.ttl - 1);
+	want.ip.check = f->inner.ip.check;
+	assert_memory_equal(&f->inner, &want, sizeof(want));
+	assert_int_equal(csum_fold(&f->inner.ip, sizeof(f->inner.ip)), 0xffff);
+}
+
+static void set_tos(struct pkt *p, uint8_t tos)
+{
+	p->ip.tos = tos;
+	p->ip.check = 0;
+	p->ip.check = htons((uint16_t)~csum_fold(&p->ip, sizeof(p->ip)));
+}
+
+static void test_tunnel_encapsulated_by_datapath(void **state)
+{
+	int underlay = (int)if_nametoindex(VETH_PEER);
+	uint8_t underlay_mac[6];
+	struct snapshot before;
+	struct vxlan_frame *f;
+	struct pkt in;
+	struct run r;
+	struct nl_sock *sk = NULL;
+	char cmd[256];
+	int idx = 0;
+
+	(void)state;
+	assert_true(underlay > 1);
+	sh_ok("ip link set " VETH " up && ip link set " VETH_PEER " up && "
+	      "ip addr replace " NODE_IP "/24 dev " VETH_PEER);
+	snprintf(cmd, sizeof(cmd), "ip neigh replace " REMOTE_IP " lladdr "
+		 "%02x:%02x:%02x:%02x:%02x:%02x dev " VETH_PEER " nud permanent",
+		 mac_remote_node[0], mac_remote_node[1], mac_remote_node[2], mac_remote_node[3],
+		 mac_remote_node[4], mac_remote_node[5]);
+	sh_ok(cmd);
+	assert_int_equal(cw_nl_open(&sk), 0);
+	assert_int_equal(cw_link_get(sk, VETH_PEER, &idx, underlay_mac, NULL, NULL), 0);
+	cw_nl_close(sk);
+	assert_int_equal(idx, underlay);
+	underlay_config(underlay);
+	ipcache_put("10.2.0.5", 32, 4242, REMOTE_IP);
+
+	/* out of the underlay, addressed to the remote node's MAC from the underlay's */
+	for (int ttl = 2; ttl <= 255; ttl += 51) {
+		build(&in, mac_a_pod, mac_a_host, t.a.ip, "10.2.0.5", (uint8_t)ttl);
+		snap(&t.dp, &before);
+		r = run_mark(t.from_fd, &in, sizeof(in), t.a.info.ifindex, 0x4001);
+		assert_int_equal(r.err, 0);
+		assert_int_equal(r.retval, TC_ACT_REDIRECT);
+		assert_vxlan_of(r.out, r.out_len, &in, t.a.info.identity, 0);
+		f = (struct vxlan_frame *)r.out;
+		assert_memory_equal(f->eth.h_dest, mac_remote_node, 6);
+		assert_memory_equal(f->eth.h_source, underlay_mac, 6);
+		assert_int_equal(r.mark, 0x4001);
+		assert_counted(&before, CW_REASON_FORWARDED, CW_DIR_EGRESS, sizeof(in));
+	}
+
+	/* the outer ECN follows the inner one; congestion experienced is sent as ECT(0) */
+	for (uint8_t ecn = 0; ecn < 4; ecn++) {
+		build(&in, mac_a_pod, mac_a_host, t.a.ip, "10.2.0.5", 64);
+		set_tos(&in, (uint8_t)(0xb8 | ecn));
+		r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
+		assert_int_equal(r.retval, TC_ACT_REDIRECT);
+		assert_vxlan_of(r.out, r.out_len, &in, t.a.info.identity, ecn == 3 ? 2 : ecn);
+	}
+
+	/* the next hop not resolved yet: encapsulated, and the kernel resolves it */
+	sh_ok("ip neigh flush dev " VETH_PEER);
+	build(&in, mac_a_pod, mac_a_host, t.a.ip, "10.2.0.5", 64);
+	r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
+	assert_int_equal(r.retval, TC_ACT_REDIRECT);
+	assert_vxlan_of(r.out, r.out_len, &in, t.a.info.identity, 0);
+	sh_ok(cmd);
+
+	/* too big for the underlay with 50 more bytes: the device's path, which
+	 * fragments the outer packet; so is a remote node no route leads to */
+	snprintf(cmd, sizeof(cmd), "ip link set " VETH_PEER " mtu %zu",
+		 sizeof(in) - ETH_HLEN + CW_VXLAN_OVERHEAD - 1);
+	sh_ok(cmd);
+	r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
+	assert_int_equal(r.retval, TC_ACT_REDIRECT);
+	assert_int_equal(r.out_len, sizeof(in));
+	snprintf(cmd, sizeof(cmd), "ip link set " VETH_PEER " mtu %zu",
+		 sizeof(in) - ETH_HLEN + CW_VXLAN_OVERHEAD);
+	sh_ok(cmd);
+	r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
+	assert_int_equal(r.out_len, sizeof(in) + CW_VXLAN_OVERHEAD);
+	sh_ok("ip link set " VETH_PEER " mtu 1500");
+
+	ipcache_put("10.2.0.6", 32, 4243, "203.0.113.9");
+	build(&in, mac_a_pod, mac_a_host, t.a.ip, "10.2.0.6", 64);
+	r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
+	assert_int_equal(r.retval, TC_ACT_REDIRECT);
+	assert_int_equal(r.out_len, sizeof(in));
+
+	/* underlay_ifindex 0 (a config an older helper wrote): the device's path */
+	underlay_config(0);
+	build(&in, mac_a_pod, mac_a_host, t.a.ip, "10.2.0.5", 64);
+	r = run_prog(t.from_fd, &in, sizeof(in), t.a.info.ifindex);
+	assert_int_equal(r.retval, TC_ACT_REDIRECT);
+	assert_int_equal(r.out_len, sizeof(in));
+	sh_ok("ip addr flush dev " VETH_PEER " && ip neigh flush dev " VETH_PEER);
+}
+
 /* from_container's verdict for @dst from pod A (TTL 64). */
 static __u32 verdict_for(const char *dst)
 {
@@ -1192,6 +1356,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_tunnel_without_device, tunnel_teardown),
 		cmocka_unit_test_teardown(test_native_goes_to_stack, tunnel_teardown),
 		cmocka_unit_test_teardown(test_tunnel_redirect, tunnel_teardown),
+		cmocka_unit_test_teardown(test_tunnel_encapsulated_by_datapath, tunnel_teardown),
 		cmocka_unit_test_teardown(test_lpm_precedence, tunnel_teardown),
 		cmocka_unit_test(test_overlay_needs_tunnel_key),
 		cmocka_unit_test_teardown(test_ipcache_accessors, tunnel_teardown),

@@ -84,8 +84,9 @@ def tunnel_value(node_ip, flags=0):
     return ip_bytes(node_ip) + struct.pack("<I", flags)
 
 
-def config_value(vxlan_ifindex, node_ip):
-    return struct.pack("<I", vxlan_ifindex) + ip_bytes(node_ip) + struct.pack("<HHI", 0, 0, 0)
+def config_value(vxlan_ifindex, node_ip, underlay_ifindex=0):
+    return (struct.pack("<I", vxlan_ifindex) + ip_bytes(node_ip)
+            + struct.pack("<HHI", 0, 0, underlay_ifindex))
 
 
 def hexargs(b):
@@ -134,6 +135,13 @@ class Side:
 
     def ifindex(self, dev):
         return json.loads(sh(["ip", "-n", self.ns, "-j", "link", "show", dev]).stdout)[0]["ifindex"]
+
+    def config(self, vxlan=True, datapath_encap=True):
+        """cw_config as the helper writes it: the VXLAN device, and the
+        underlay when the datapath encapsulates pods' packets itself."""
+        self.map_update(MAP_CONFIG, struct.pack("<I", 0), config_value(
+            self.ifindex(VXLAN_DEV) if vxlan else 0, self.underlay_ip,
+            self.ifindex(UNDERLAY_DEV) if datapath_encap else 0))
 
     def vxlan_stats(self):
         out = sh(["ip", "-n", self.ns, "-s", "-j", "link", "show", VXLAN_DEV]).stdout
@@ -322,8 +330,7 @@ def setup(a, b):
         sh(s.nsenter(["tc", "filter", "add", "dev", VXLAN_DEV, "ingress", "bpf", "direct-action",
                       "pinned", s.pin(PIN_FROM_OVERLAY)]))
 
-        s.map_update(MAP_CONFIG, struct.pack("<I", 0),
-                     config_value(s.ifindex(VXLAN_DEV), s.underlay_ip))
+        s.config()
         # The sender's identity, as the helper will resolve it.
         key = ip_bytes(pod.ip)
         ep = bytearray(s.map_lookup(MAP_ENDPOINTS, key))
@@ -336,16 +343,56 @@ def ipcache_peer(src, dst, tunnel=True):
                    ipcache_value(dst.identity, dst.underlay_ip if tunnel else None))
 
 
-def check_tunnel_ping_and_tcp(a, b):
-    rx_b, _ = b.vxlan_stats()
-    rx_a, _ = a.vxlan_stats()
+def check_tunnel_ping_and_tcp(a, b, datapath_encap=True):
+    rx_b, tx_b = b.vxlan_stats()
+    rx_a, tx_a = a.vxlan_stats()
     check(ping(a, b.pod.ip), f"ping {a.pod.ip} -> {b.pod.ip} over VXLAN failed")
     peer = tcp_stream(a.pod.path, b.pod.path, b.pod.ip)
     check(peer == a.pod.ip, f"TCP peer seen as {peer}, expected {a.pod.ip} (no NAT on this path)")
-    rx_b2, _ = b.vxlan_stats()
-    rx_a2, _ = a.vxlan_stats()
+    rx_b2, tx_b2 = b.vxlan_stats()
+    rx_a2, tx_a2 = a.vxlan_stats()
     check(rx_b2 > rx_b and rx_a2 > rx_a,
           f"VXLAN rx counters did not move (a {rx_a}->{rx_a2}, b {rx_b}->{rx_b2})")
+    # who encapsulated: the programs send past the device, the device counts what it sends
+    sent = (tx_a2 - tx_a, tx_b2 - tx_b)
+    if datapath_encap:
+        check(sent == (0, 0), f"the VXLAN devices sent {sent} packets: the datapath's own "
+              "encapsulation was not used")
+    else:
+        check(min(sent) > 0, f"the VXLAN devices sent {sent} packets with underlay_ifindex 0")
+
+
+def check_oversize_through_device(a, b):
+    """A packet the underlay cannot carry with the outer headers: the
+    datapath leaves it to the device, whose stack fragments the outer
+    packet, as the kernel's VXLAN does; it arrives whole."""
+    for s in (a, b):
+        sh(["ip", "-n", s.ns, "link", "set", UNDERLAY_DEV, "mtu", "1400"])
+    try:
+        _, tx_a = a.vxlan_stats()
+        p = sh(a.in_pod(["ping", "-n", "-q", "-c", "2", "-i", "0.2", "-W", "1", "-M", "dont",
+                         "-s", POD_MTU - 28, b.pod.ip]), check=False, timeout=30)
+        _, tx_a2 = a.vxlan_stats()
+        check(p.returncode == 0, f"a {POD_MTU}-byte ping over a 1400-byte underlay failed")
+        check(tx_a2 - tx_a >= 2, f"a's VXLAN device sent {tx_a2 - tx_a} packets; the oversize "
+              "pings should have gone to it")
+        check(ping(a, b.pod.ip), "a small ping failed over the 1400-byte underlay")
+    finally:
+        for s in (a, b):
+            sh(["ip", "-n", s.ns, "link", "set", UNDERLAY_DEV, "mtu", "1500"])
+
+
+def check_through_device(a, b):
+    """underlay_ifindex 0 (--tunnel-through-stack, or a config an older
+    helper wrote): the device encapsulates, the wire is the same."""
+    for s in (a, b):
+        s.config(datapath_encap=False)
+    try:
+        check_tunnel_ping_and_tcp(a, b, datapath_encap=False)
+        check_wire(a, b)
+    finally:
+        for s in (a, b):
+            s.config()
 
 
 def check_wire(a, b):
@@ -414,12 +461,11 @@ def check_removed_stops(a, b):
 def check_no_device_drop(a, b):
     ipcache_peer(a, b)
     before = a.counters().get((DROP_NO_TUNNEL_DEV, DIR_EGRESS), 0)
-    a.map_update(MAP_CONFIG, struct.pack("<I", 0), config_value(0, a.underlay_ip))
+    a.config(vxlan=False)
     try:
         check(not ping(a, b.pod.ip, count=2), "traffic flows with vxlan_ifindex 0")
     finally:
-        a.map_update(MAP_CONFIG, struct.pack("<I", 0),
-                     config_value(a.ifindex(VXLAN_DEV), a.underlay_ip))
+        a.config()
     after = a.counters().get((DROP_NO_TUNNEL_DEV, DIR_EGRESS), 0)
     check(after - before == 2, f"NO_TUNNEL_DEV counted {after - before} drops, expected 2")
     check(ping(a, b.pod.ip), "traffic does not resume with the device back in the config")
@@ -503,11 +549,17 @@ def steps(run, sides):
                 "from_overlay attached, maps written", setup, a, b):
         ipcache_peer(a, b)
         ipcache_peer(b, a)
-        run.step("ping and a 512 KiB TCP stream pod a -> pod b over VXLAN; "
-                 "VXLAN rx counters move on both nodes", check_tunnel_ping_and_tcp, a, b)
+        run.step("ping and a 512 KiB TCP stream pod a -> pod b over VXLAN encapsulated by "
+                 "the datapath: VXLAN rx counters move on both nodes, tx counters do not",
+                 check_tunnel_ping_and_tcp, a, b)
         run.step(f"underlay carries UDP {VXLAN_PORT}: VNI = sender's identity, node IPs "
                  "outside, outer TTL 64, zero UDP checksum, inner TTL one hop down",
                  check_wire, a, b)
+        run.step("underlay_ifindex 0: the VXLAN device encapsulates; ping, TCP and the "
+                 "same wire format", check_through_device, a, b)
+        run.step("a packet too big for the underlay with the outer headers goes through the "
+                 "device, which fragments the outer packet; it arrives", check_oversize_through_device,
+                 a, b)
         run.step("no drops counted on either node", check_no_drops, a, b)
         run.step("ipcache /32 wins over a tunnel /24 pointing elsewhere",
                  check_ipcache_over_tunnel_map, a, b)
