@@ -726,6 +726,8 @@ def test_status_endpoints_and_metrics(shared):
         assert (s["role"], s["cluster"], s["clusterID"], s["node"], s["nodeIP"], s["podCIDR"], s["routing"]) == \
             ("node", CLUSTER, CLUSTER_ID, n.name, n.ip, n.podcidr, "tunnel"), s
         assert s["etcd"] == h.c["etcd"]["endpoint"] and s["vxlanDevice"] == "cw_vxlan", s
+        # pods' tunnelled packets are encapsulated by the datapath unless --tunnel-through-stack
+        assert s["tunnelEncapsulation"] == "datapath", s
         assert s["endpoints"] == len(local), s
         assert {w["name"] for w in s["kvstore"]} == {"nodes", "ips", "identities"}
         assert all(w["synced"] and w["streaming"] and not w["error"] for w in s["kvstore"]), s["kvstore"]
