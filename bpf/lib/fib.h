@@ -23,6 +23,26 @@
 #define CW_AF_INET 2
 
 /*
+ * Send @skb where the FIB lookup @p said (@rc: BPF_FIB_LKUP_RET_SUCCESS or
+ * _NO_NEIGH): with the lookup's MACs written in, or by bpf_redirect_neigh(),
+ * which resolves a next hop whose neighbour is not known yet.
+ */
+static __always_inline int cw_fib_send(struct __sk_buff *skb, const struct bpf_fib_lookup *p,
+				       long rc)
+{
+	struct bpf_redir_neigh nh = {};
+
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		nh.nh_family = CW_AF_INET;
+		nh.ipv4_nh = p->ipv4_dst; /* the lookup left the next hop here */
+		return (int)bpf_redirect_neigh(p->ifindex, &nh, sizeof(nh), 0);
+	}
+	if (cw_eth_set_macs(skb, p->dmac, p->smac) < 0)
+		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
+	return (int)bpf_redirect(p->ifindex, 0);
+}
+
+/*
  * Redirect @skb by the FIB: the verdict (TC_ACT_REDIRECT, or TC_ACT_SHOT
  * when the packet could not be rewritten), or -1 when the
  * stack should take it: no route, a local or unreachable one, the tunnel
@@ -36,7 +56,6 @@ static __always_inline int cw_fib_redirect(struct __sk_buff *skb, struct iphdr *
 					   __u32 avoid_ifindex)
 {
 	struct bpf_fib_lookup p = {};
-	struct bpf_redir_neigh nh = {};
 	long rc;
 
 	if (ip->ttl <= 1)
@@ -55,14 +74,7 @@ static __always_inline int cw_fib_redirect(struct __sk_buff *skb, struct iphdr *
 	if (p.ifindex == avoid_ifindex || p.ifindex == skb->ingress_ifindex)
 		return -1;
 	cw_ipv4_dec_ttl(ip);
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		nh.nh_family = CW_AF_INET;
-		nh.ipv4_nh = p.ipv4_dst; /* the lookup left the next hop here */
-		return (int)bpf_redirect_neigh(p.ifindex, &nh, sizeof(nh), 0);
-	}
-	if (cw_eth_set_macs(skb, p.dmac, p.smac) < 0)
-		return cw_drop(skb, -CW_DROP_INVALID_PACKET, CW_DIR_EGRESS);
-	return (int)bpf_redirect(p.ifindex, 0);
+	return cw_fib_send(skb, &p, rc);
 }
 
 #endif

@@ -32,6 +32,20 @@ static __always_inline void cw_ipv4_dec_ttl(struct iphdr *ip)
 	ip->ttl--;
 }
 
+/* The header checksum of a 20-byte IPv4 header (RFC 1071), its check field 0. */
+static __always_inline __sum16 cw_ipv4_csum(const struct iphdr *ip)
+{
+	const __u16 *w = (const __u16 *)ip;
+	__u32 sum = 0;
+
+#pragma unroll
+	for (int i = 0; i < (int)(sizeof(*ip) / 2); i++)
+		sum += w[i];
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__sum16)~sum;
+}
+
 /*
  * Read @len bytes at @off: in place when the linear data holds them (the
  * usual case: every header Causeway reads is there in a packet the stack

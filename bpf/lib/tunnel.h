@@ -34,6 +34,8 @@
 #include <bpf/bpf_helpers.h>
 #include "maps.h"
 #include "metrics.h"
+#include "ipv4.h"
+#include "fib.h"
 
 /* Outer TTL: the underlay is routed, so not 1, and the inner TTL is kept. */
 #define CW_TUNNEL_TTL 64
@@ -123,19 +125,6 @@ static __always_inline __u8 cw_ecn_encap(__u8 inner_tos)
 	return ecn == 3 ? 2 : ecn;
 }
 
-static __always_inline __sum16 cw_ipv4_csum(const struct iphdr *ip)
-{
-	const __u16 *w = (const __u16 *)ip;
-	__u32 sum = 0;
-
-#pragma unroll
-	for (int i = 0; i < (int)(sizeof(*ip) / 2); i++)
-		sum += w[i];
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__sum16)~sum;
-}
-
 /*
  * Encapsulate @skb (a pod's IPv4 frame, TTL already taken down) for the
  * node @remote, VNI @identity, and redirect it out of the interface the
@@ -156,7 +145,6 @@ static __always_inline int cw_tunnel_encap_redirect(struct __sk_buff *skb,
 	void *data_end = (void *)(long)skb->data_end;
 	struct iphdr *ip = data + ETH_HLEN;
 	struct bpf_fib_lookup p = {};
-	struct bpf_redir_neigh nh = {};
 	struct cw_vxlan_hdrs h = {};
 	struct cw_vxlan_hdrs *out;
 	struct ethhdr *eth, *inner;
@@ -169,7 +157,7 @@ static __always_inline int cw_tunnel_encap_redirect(struct __sk_buff *skb,
 	if (len > 0xffff)
 		return -1; /* a BIG TCP superpacket: no tot_len to write */
 
-	p.family = 2; /* AF_INET */
+	p.family = CW_AF_INET;
 	p.l4_protocol = IPPROTO_UDP;
 	p.tot_len = skb->gso_size ? 0 : (__u16)len;
 	p.ipv4_src = cfg->node_ip;
@@ -214,14 +202,7 @@ static __always_inline int cw_tunnel_encap_redirect(struct __sk_buff *skb,
 	 * carry it; the receiving from_overlay rewrites it for its pod. */
 	__builtin_memcpy(inner, eth, sizeof(*inner));
 	*out = h;
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		nh.nh_family = 2; /* AF_INET */
-		nh.ipv4_nh = p.ipv4_dst; /* the lookup left the next hop here */
-		return (int)bpf_redirect_neigh(p.ifindex, &nh, sizeof(nh), 0);
-	}
-	__builtin_memcpy(eth->h_dest, p.dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, p.smac, ETH_ALEN);
-	return (int)bpf_redirect(p.ifindex, 0);
+	return cw_fib_send(skb, &p, rc);
 }
 
 #endif

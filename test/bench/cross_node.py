@@ -263,8 +263,14 @@ def drops(counters):
             if e["reason"] != "forwarded" and e["packets"]}
 
 
+def ratios_of(num, den):
+    """Per-round ratios of two series measured round by round."""
+    return [n / d if d else float("inf") for n, d in zip(num, den)]
+
+
 def ratio_of(num, den):
-    return B.median([n / d if d else float("inf") for n, d in zip(num, den)])
+    """The figure reported: the median of the per-round ratios."""
+    return B.median(ratios_of(num, den))
 
 
 def floor_figures(res, out):
@@ -407,7 +413,7 @@ def main():
         cw, base = res[f"{m}/causeway"], res[f"{m}/baseline"]
         for label, key, unit, fmt in (("throughput", "gbps", "Gbit/s", "{:.2f}"),
                                       ("TCP RR", "rr_per_s", "round trips/s", "{:.0f}")):
-            ratios = [c / b if b else float("inf") for c, b in zip(cw[key], base[key])]
+            ratios = ratios_of(cw[key], base[key])
             ratio = B.median(ratios)
             met = ratio >= GOAL
             print(f"{m:6} {label:10}: causeway {fmt.format(B.median(cw[key]))} {unit} vs "
@@ -434,11 +440,11 @@ def main():
                 vals = res[f"{m}/{k}"][key]
                 print(f"  {m:6} {label:6} {k:8} {' '.join(fmt.format(v) for v in vals)}"
                       f"  spread {B.spread(vals):.0%}")
-            ratios = [c / b for c, b in zip(res[f"{m}/causeway"][key], res[f"{m}/baseline"][key])]
+            ratios = ratios_of(res[f"{m}/causeway"][key], res[f"{m}/baseline"][key])
             print(f"  {m:6} {label:6} {'ratio':8} {' '.join(f'{x:.3f}' for x in ratios)}")
             if m == "tunnel":
                 for num, den in (("causeway", "stack"), ("stack", "floor"), ("floor", "baseline")):
-                    ratios = [c / b for c, b in zip(res[f"{m}/{num}"][key], res[f"{m}/{den}"][key])]
+                    ratios = ratios_of(res[f"{m}/{num}"][key], res[f"{m}/{den}"][key])
                     print(f"  {m:6} {label:6} {num[:2] + '/' + den[:4]:8} "
                           f"{' '.join(f'{x:.3f}' for x in ratios)}")
 
