@@ -513,10 +513,18 @@ class Mesh:
             r = self.kubectl(c, "get", "pods,endpointslices", "-o", "wide", check=False)
             out.append(f"--- kubectl --context kind-{c} get pods,endpointslices -o wide\n{r.stdout}{r.stderr}")
             for node in self.nodes(c)[:1]:
-                for cmd in ("services", "clusters"):
+                for cmd in ("services", "clusters", "metrics"):
                     r = self.helper(c, node, cmd, check=False)
                     said = r.stdout[-2500:] if r.returncode == 0 else (r.stderr or r.stdout).strip()[:300]
                     out.append(f"--- {node}: causeway-helper {cmd} (exit {r.returncode})\n{said}")
+            # A request failed with dns=0s never had its name resolved: the cluster's DNS
+            # log shows whether the query arrived and was answered.
+            log = self.lab.dir / c / "dnsmasq.log"
+            if log.exists():
+                with log.open("rb") as f:
+                    f.seek(max(0, log.stat().st_size - 3000))
+                    tail = f.read().decode(errors="replace").splitlines()[1:]
+                out.append(f"--- {c}: dnsmasq.log (tail)\n" + "\n".join(tail[-20:]))
         return "\n".join(out)
 
 
