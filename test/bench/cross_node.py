@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Cross-node pod-to-pod throughput and request/response rate: Causeway's
-tunnel and native routing modes, each against a plain-kernel baseline on
-the same underlay, in the same run.
+tunnel and native routing modes, each against a plain-kernel baseline
+between the same namespaces, in the same run.
 
 One lab (test/lab/lab) of three clusters of two nodes on one shared
 underlay bridge: cluster `xtun` routes pods over Causeway's VXLAN tunnel,
@@ -11,28 +11,50 @@ VXLAN device encapsulates, through the node's IP stack), cluster `xnat`
 natively.  In each, pod a on node 1 and pod b on node 2, made by the lab's
 kubelet through the real plugin.
 
-The baselines are two "bare" node namespaces plugged into the same lab
-bridge the same way the lab plugs its nodes (a veth, the same /16, the
-same sysctls), with no Causeway anywhere: pods wired by the reference
-plugins (ptp + host-local, same MTU as the lab's pods) and, between the
-nodes,
+The baselines (the goal's figures) run between the same namespaces as
+Causeway: pod a and pod b of the Causeway cluster each get a second, plain
+veth (no BPF on either end, the pods' MTU, an address of 10.250.j.0/24 for
+the tunnel, 10.251.j.0/24 for native) to their own lab node, and between
+those two nodes
 
-  tunnel baseline: a plain kernel VXLAN device per node (VNI 1, UDP 8472,
-                   no UDP checksum, as Causeway's tunnel key asks) with
-                   static FDB, neighbour and route entries: flannel's
-                   vxlan backend, written by hand;
-  native baseline: static routes to the other node's pod subnet via its
-                   underlay address, as Causeway's native mode installs.
+  tunnel baseline: a plain kernel VXLAN device per node (VNI 1, UDP 4789
+                   beside cw_vxlan's 8472, no UDP checksum, as Causeway's
+                   tunnel key asks) with static FDB, neighbour and route
+                   entries: flannel's vxlan backend, written by hand; its
+                   outer packets are exempt from conntrack as Causeway's
+                   nodes exempt their own (a raw-table notrack rule);
+  native baseline: static routes to the other node's baseline subnet via
+                   its underlay address, as Causeway's native mode
+                   installs (the native nodes' underlay carries Causeway's
+                   netdev programs, which pass these packets on to the
+                   stack after a map lookup: the baseline pays that).
 
-and, for the tunnel mode, a third figure, the collect-metadata floor: a
-third pair of ptp pods on the bare nodes, joined by a collect-metadata
-("external") VXLAN device per node (UDP 8473, beside the baseline's 8472)
-and test/bench/floor.bpf.c, the least a BPF datapath on such a device does
+So Causeway and its baseline share the pods' namespaces, the nodes and
+everything on them (the helper's netfilter rules, which make the node's
+stack conntrack what it forwards: the baseline's packets pay that, as on
+any node whose CNI forwards through the stack and masquerades; run with
+--no-masquerade for nodes without nat rules).
+
+A stricter figure, "bare", takes the nodes' surroundings away too: two
+"bare" node namespaces plugged into the same lab bridge the same way the
+lab plugs its nodes (a veth, the same /16, the same sysctls), with no
+Causeway and no netfilter rules anywhere: pods wired by the reference
+plugins (ptp + host-local, same MTU as the lab's pods), and between the
+nodes the same plain VXLAN device (UDP 8472 there) or the same static
+routes.  causeway/bare is Causeway against a plain kernel on nodes that
+run nothing else.
+
+For the tunnel mode, two more figures: the tunnel through the stack
+(cluster xstk, above), and the collect-metadata floor: a third pair of ptp
+pods on the bare nodes, joined by a collect-metadata ("external") VXLAN
+device per node (UDP 8473, beside the bare tunnel's 8472) and
+test/bench/floor.bpf.c, the least a BPF datapath on such a device does
 (set the tunnel key and redirect out; rewrite the MACs and redirect in; no
-map, no check, no counter).  floor/baseline is what sending through a
+map, no check, no counter).  floor/bare is what sending through a
 collect-metadata device costs against a VXLAN device the stack routes to,
 on this kernel; stack/floor is what Causeway's programs and its nodes'
-rules add on that path; causeway/baseline is the goal's figure.
+surroundings add on that path.  causeway/baseline is the goal's figure;
+causeway/bare is judged against the same goal.
 
 Each round runs, for every mode and for Causeway and its baseline back to
 back (the order flipping every round): iperf3 TCP bulk throughput and
@@ -40,7 +62,7 @@ sockperf TCP ping-pong, pod a -> pod b, client on CPU 0, server on CPU 1.
 The ratio reported is the median of the per-round ratios.
 
 Usage: cross_node.py [--rounds N] [--seconds S] [--json FILE]
-(defaults: 5 rounds of 2 s per measurement, about 2.5 minutes in all)
+(defaults: 5 rounds of 2 s per measurement, about 4 minutes in all)
 """
 
 import argparse
@@ -76,6 +98,13 @@ TOPOLOGY = {
 # bare namespaces.
 BASE_SUBNET = {"tunnel": "10.245.{j}.0/24", "native": "10.246.{j}.0/24",
                "floor": "10.247.{j}.0/24"}
+# The same-namespace baselines' addresses, per lab node j (1, 2): pod side .2,
+# node side .1 (and, for the tunnel, the VTEP .0).
+SAME_SUBNET = {"tunnel": "10.250.{j}.0/24", "native": "10.251.{j}.0/24"}
+SAME_VETH = "cwbs"      # + j: the node end of a pod's baseline veth
+SAME_POD_IF = "base0"   # its end in the pod
+SAME_VXLAN = "cwbs_vxlan"
+SAME_PORT = 4789        # beside cw_vxlan's 8472 in the same node
 BARE_ROW = 200      # bare node j gets <underlay>.200.(10 + j)
 BARE_VXLAN = "cwb_vxlan"
 VXLAN_PORT = 8472   # Causeway's (and Linux/Cilium's) VXLAN port
@@ -84,7 +113,12 @@ FLOOR_VXLAN = "cwb_vxmd"
 FLOOR_PORT = 8473   # the baseline's device holds 8472 in the same namespace
 FLOOR_ATTACH = os.path.join(B.BUILD, "bench", "floor-attach")
 # What is measured per mode: Causeway, its baseline, and for the tunnel the floor.
-KINDS = {"tunnel": ("causeway", "stack", "baseline", "floor"), "native": ("causeway", "baseline")}
+KINDS = {"tunnel": ("causeway", "stack", "baseline", "bare", "floor"),
+         "native": ("causeway", "baseline", "bare")}
+# The per-round ratios printed besides causeway/baseline.
+OTHER_RATIOS = {"tunnel": (("causeway", "bare"), ("causeway", "stack"), ("stack", "floor"),
+                           ("floor", "bare")),
+                "native": (("causeway", "bare"),)}
 
 
 def parse_args():
@@ -222,6 +256,92 @@ class BareNodes:
                                "dev", "eth0")
 
 
+# --- the baselines between Causeway's own pod namespaces --------------------------
+
+class SameNamespaces:
+    """Plain-kernel paths between the namespaces of Causeway's bench pods.
+
+    Each pod gets a second veth to its node, with nothing attached to
+    either end, so its traffic to the other pod's baseline address goes
+    through the pods' and nodes' stacks only: the same namespaces, the same
+    nodes, no BPF.
+    """
+
+    def __init__(self, cleanup, mtu):
+        self.cleanup = cleanup
+        self.mtu = mtu
+
+    def pods(self, mode, lab_nodes, pods):
+        """lab_nodes: the two lab nodes' state; pods: {"a": (netns, ip), "b": ...} of
+        Causeway's pods on them.  Returns the same namespaces with their baseline
+        addresses."""
+        nodes = []
+        out = {}
+        for j, (side, node) in enumerate(zip(("a", "b"), lab_nodes), 1):
+            ns = os.path.join(B.NETNS_DIR, node["netns"])
+            pod_ns = pods[side][0]
+            net = ipaddress.IPv4Network(SAME_SUBNET[mode].format(j=j))
+            veth = f"{SAME_VETH}{mode[0]}{j}"
+            B.sh(*B.in_netns(ns, ["ip", "link", "add", veth, "type", "veth", "peer", "name",
+                                  SAME_POD_IF, "netns", os.path.basename(pod_ns)]))
+            self.cleanup.push(f"link {veth}", lambda n=ns, v=veth: B.sh(
+                *B.in_netns(n, ["ip", "link", "del", v]), check=False, quiet=True))
+            for dev, where, addr in ((veth, ns, net[1]), (SAME_POD_IF, pod_ns, net[2])):
+                B.sh(*B.in_netns(where, ["ip", "link", "set", dev, "mtu", str(self.mtu), "up"]))
+                B.sh(*B.in_netns(where, ["ip", "addr", "add", f"{addr}/{net.prefixlen}",
+                                         "dev", dev]))
+            B.sh(*B.in_netns(ns, ["sysctl", "-q", "-w", f"net.ipv4.conf.{veth}.rp_filter=0"]))
+            # the other pod's baseline subnet, through this node
+            other = SAME_SUBNET[mode].format(j=3 - j)
+            B.sh(*B.in_netns(pod_ns, ["ip", "route", "add", other, "via", str(net[1]),
+                                      "dev", SAME_POD_IF]))
+            nodes.append({"j": j, "ns": ns, "ip": node["ip"], "net": net})
+            out[side] = (pod_ns, str(net[2]))
+        if mode == "tunnel":
+            self.tunnel(nodes)
+        else:
+            for n in nodes:
+                o = nodes[2 - n["j"]]
+                B.sh(*B.in_netns(n["ns"], ["ip", "route", "add", str(o["net"]), "via", o["ip"],
+                                           "dev", "eth0"]))
+        return out
+
+    def tunnel(self, nodes):
+        """A plain VXLAN device per node, static entries only (as BareNodes.tunnel),
+        its outer packets exempt from conntrack as cw_vxlan's are."""
+        for n in nodes:
+            B.sh(*B.in_netns(n["ns"], [
+                "ip", "link", "add", SAME_VXLAN, "type", "vxlan", "id", str(VNI), "dstport",
+                str(SAME_PORT), "local", n["ip"], "dev", "eth0", "nolearning", "noudpcsum"]))
+            B.sh(*B.in_netns(n["ns"], ["ip", "link", "set", SAME_VXLAN, "mtu", str(self.mtu),
+                                       "up"]))
+            B.sh(*B.in_netns(n["ns"], ["sysctl", "-q", "-w",
+                                       f"net.ipv4.conf.{SAME_VXLAN}.rp_filter=0"]))
+            B.sh(*B.in_netns(n["ns"], ["ip", "addr", "add", f"{n['net'][0]}/32", "dev",
+                                       SAME_VXLAN]))
+            link = json.loads(B.sh(*B.in_netns(n["ns"], ["ip", "-j", "link", "show",
+                                                         SAME_VXLAN])).stdout)
+            n["mac"] = link[0]["address"]
+            rules = ("table ip cwbench {\n"
+                     f" chain pre {{ type filter hook prerouting priority raw; "
+                     f"udp dport {SAME_PORT} notrack; }}\n"
+                     f" chain out {{ type filter hook output priority raw; "
+                     f"udp dport {SAME_PORT} notrack; }}\n}}\n")
+            res = subprocess.run(B.in_netns(n["ns"], ["nft", "-f", "-"]), input=rules,
+                                 capture_output=True, text=True)
+            if res.returncode != 0:
+                raise RuntimeError(f"nft (the baseline's notrack rule): {res.stderr.strip()}")
+        for n in nodes:
+            o = nodes[2 - n["j"]]
+            vtep = str(o["net"][0])
+            B.sh(*B.in_netns(n["ns"], ["ip", "neigh", "replace", vtep, "lladdr", o["mac"],
+                                       "dev", SAME_VXLAN, "nud", "permanent"]))
+            B.sh(*B.in_netns(n["ns"], ["bridge", "fdb", "append", o["mac"], "dev", SAME_VXLAN,
+                                       "dst", o["ip"]]))
+            B.sh(*B.in_netns(n["ns"], ["ip", "route", "add", str(o["net"]), "via", vtep, "dev",
+                                       SAME_VXLAN, "onlink"]))
+
+
 # --- the measurement ----------------------------------------------------------------
 
 def start_servers(cleanup, pod_ns, ip, cpu):
@@ -278,7 +398,7 @@ def floor_figures(res, out):
     and the collect-metadata floor) against the datapath's own encapsulation
     and the baseline."""
     cw, stk = res["tunnel/causeway"], res["tunnel/stack"]
-    base, floor = res["tunnel/baseline"], res["tunnel/floor"]
+    base, bare, floor = res["tunnel/baseline"], res["tunnel/bare"], res["tunnel/floor"]
     for label, key, unit, fmt in (("throughput", "gbps", "Gbit/s", "{:.2f}"),
                                   ("TCP RR", "rr_per_s", "round trips/s", "{:.0f}")):
         print(f"{'':6} {'  stack':10}: through the device (--tunnel-through-stack) "
@@ -286,9 +406,9 @@ def floor_figures(res, out):
               f"{ratio_of(stk[key], base[key]):.3f}x, causeway/stack "
               f"{ratio_of(cw[key], stk[key]):.3f}x (what encapsulating in the datapath gains)")
         print(f"{'':6} {'  floor':10}: collect-metadata floor {fmt.format(B.median(floor[key]))} "
-              f"{unit}: floor/baseline {ratio_of(floor[key], base[key]):.3f}x (the device's "
+              f"{unit}: floor/bare {ratio_of(floor[key], bare[key]):.3f}x (the device's "
               f"cost), stack/floor {ratio_of(stk[key], floor[key]):.3f}x (Causeway's programs "
-              "and node rules on that path)")
+              "and its nodes' surroundings on that path)")
         out["figures"][f"tunnel stack {key}"] = {
             "stack": round(B.median(stk[key]), 3),
             "stack_vs_baseline": round(ratio_of(stk[key], base[key]), 3),
@@ -296,7 +416,7 @@ def floor_figures(res, out):
             "spread_stack": round(B.spread(stk[key]), 3)}
         out["figures"][f"tunnel floor {key}"] = {
             "floor": round(B.median(floor[key]), 3),
-            "floor_vs_baseline": round(ratio_of(floor[key], base[key]), 3),
+            "floor_vs_bare": round(ratio_of(floor[key], bare[key]), 3),
             "stack_vs_floor": round(ratio_of(stk[key], floor[key]), 3),
             "spread_floor": round(B.spread(floor[key]), 3)}
 
@@ -336,14 +456,21 @@ def main():
         B.log(f"bench: {k} {m} (cluster {cluster}): pod a {pods['a'][1]} on {ns[0]}, "
               f"pod b {pods['b'][1]} on {ns[1]}")
 
+    same = SameNamespaces(cleanup, mtu)
+    for m in MODES:
+        p = setups[(m, "baseline")] = same.pods(m, lab.cluster(CLUSTER[m])["nodes"],
+                                                setups[(m, "causeway")])
+        B.log(f"bench: baseline {m}: pod a {p['a'][1]}, pod b {p['b'][1]}: Causeway's pods "
+              f"in cluster {CLUSTER[m]}, over a plain veth each")
+
     bare = BareNodes(cleanup, st, work, mtu)
     for m in MODES + ("floor",):
-        key = ("tunnel", "floor") if m == "floor" else (m, "baseline")
+        key = ("tunnel", "floor") if m == "floor" else (m, "bare")
         setups[key] = {"a": bare.pod(m, bare.nodes[0]), "b": bare.pod(m, bare.nodes[1])}
     bare.tunnel()
     bare.native()
     bare.floor()
-    for m, k in [(m, "baseline") for m in MODES] + [("tunnel", "floor")]:
+    for m, k in [(m, "bare") for m in MODES] + [("tunnel", "floor")]:
         p = setups[(m, k)]
         B.log(f"bench: {k} {m}: pod a {p['a'][1]} on bare node {bare.nodes[0]['ip']}, "
               f"pod b {p['b'][1]} on bare node {bare.nodes[1]['ip']}")
@@ -363,7 +490,8 @@ def main():
               ("tunnel", "causeway-underlay"): (lab_node1["tunnel"], "eth0"),
               ("tunnel", "stack"): (stack_node1, "cw_vxlan"),
               ("native", "causeway"): (lab_node1["native"], "cw_vxlan"),
-              ("tunnel", "baseline"): (bare.nodes[0]["ns"], BARE_VXLAN),
+              ("tunnel", "baseline"): (lab_node1["tunnel"], SAME_VXLAN),
+              ("tunnel", "bare"): (bare.nodes[0]["ns"], BARE_VXLAN),
               ("tunnel", "floor"): (bare.nodes[0]["ns"], FLOOR_VXLAN)}
     tx0 = {k: vxlan_tx(*d) for k, d in tx_dev.items()}
     setup_s = time.monotonic() - t_start
@@ -388,6 +516,8 @@ def main():
             f"{res[f'{m}/baseline']['gbps'][-1]:.2f} Gbit/s, cw "
             f"{res[f'{m}/causeway']['rr_per_s'][-1]:.0f}/base "
             f"{res[f'{m}/baseline']['rr_per_s'][-1]:.0f} RR/s" for m in MODES) +
+            "; bare " + ", ".join(f"{m} {res[f'{m}/bare']['gbps'][-1]:.2f} Gbit/s "
+                                  f"{res[f'{m}/bare']['rr_per_s'][-1]:.0f} RR/s" for m in MODES) +
             f"; tunnel through the stack {res['tunnel/stack']['gbps'][-1]:.2f} Gbit/s, "
             f"{res['tunnel/stack']['rr_per_s'][-1]:.0f} RR/s"
             f"; tunnel floor {res['tunnel/floor']['gbps'][-1]:.2f} Gbit/s, "
@@ -403,8 +533,9 @@ def main():
           f"client CPU {cpu_client}, server CPU {cpu_server}; pod MTU {mtu} everywhere")
     print(f"lab {lab.name}, underlay {st['subnet']} (bridge {st['bridges'][0]['name']}): "
           f"causeway tunnel = cluster xtun (through the stack: {STACK_CLUSTER}), native = "
-          f"cluster xnat; baselines on bare nodes "
-          f"{bare.nodes[0]['ip']}, {bare.nodes[1]['ip']} (plain VXLAN / static routes, ptp pods)")
+          f"cluster xnat; baselines between the same pods and nodes (plain veths, plain VXLAN "
+          f"on UDP {SAME_PORT} / static routes); bare: bare nodes {bare.nodes[0]['ip']}, "
+          f"{bare.nodes[1]['ip']} (plain VXLAN / static routes, ptp pods, no netfilter)")
     print("figures: median over rounds; ratio: median of the per-round causeway/baseline ratios")
     print()
     out = {"rounds": args.rounds, "seconds": args.seconds, "mtu": mtu, "figures": {},
@@ -426,6 +557,22 @@ def main():
                 "ratio": round(ratio, 3), "round_ratios": [round(x, 3) for x in ratios],
                 "spread_causeway": round(B.spread(cw[key]), 3),
                 "spread_baseline": round(B.spread(base[key]), 3), "goal": GOAL, "met": met}
+            # The stricter comparison, held to the same goal: a plain kernel on
+            # nodes with nothing else on them.
+            bare = res[f"{m}/bare"]
+            bare_ratios = ratios_of(cw[key], bare[key])
+            bare_met = B.median(bare_ratios) >= GOAL
+            print(f"{'':6} {'  bare':10}: bare nodes {fmt.format(B.median(bare[key]))} {unit}: "
+                  f"causeway/bare {B.median(bare_ratios):.3f}x (goal >= {GOAL:.2f}x: "
+                  f"{'met' if bare_met else 'NOT MET'}; ratios {min(bare_ratios):.3f}.."
+                  f"{max(bare_ratios):.3f}), baseline/bare {ratio_of(base[key], bare[key]):.3f}x "
+                  "(what the nodes' surroundings cost the plain path)")
+            out["figures"][f"{m} bare {key}"] = {
+                "bare": round(B.median(bare[key]), 3),
+                "causeway_vs_bare": round(B.median(bare_ratios), 3),
+                "round_ratios": [round(x, 3) for x in bare_ratios],
+                "baseline_vs_bare": round(ratio_of(base[key], bare[key]), 3),
+                "spread_bare": round(B.spread(bare[key]), 3), "goal": GOAL, "met": bare_met}
         if m == "tunnel":
             floor_figures(res, out)
         print(f"{m:6} {'RR one-way':10}: causeway p50 {B.median(cw['p50_us']):.1f} us "
@@ -442,11 +589,10 @@ def main():
                       f"  spread {B.spread(vals):.0%}")
             ratios = ratios_of(res[f"{m}/causeway"][key], res[f"{m}/baseline"][key])
             print(f"  {m:6} {label:6} {'ratio':8} {' '.join(f'{x:.3f}' for x in ratios)}")
-            if m == "tunnel":
-                for num, den in (("causeway", "stack"), ("stack", "floor"), ("floor", "baseline")):
-                    ratios = ratios_of(res[f"{m}/{num}"][key], res[f"{m}/{den}"][key])
-                    print(f"  {m:6} {label:6} {num[:2] + '/' + den[:4]:8} "
-                          f"{' '.join(f'{x:.3f}' for x in ratios)}")
+            for num, den in OTHER_RATIOS[m]:
+                ratios = ratios_of(res[f"{m}/{num}"][key], res[f"{m}/{den}"][key])
+                print(f"  {m:6} {label:6} {num[:2] + '/' + den[:4]:8} "
+                      f"{' '.join(f'{x:.3f}' for x in ratios)}")
 
     print()
     print("path check (packets sent by node 1's VXLAN device, or underlay, during the rounds):")
@@ -454,7 +600,8 @@ def main():
                      (("tunnel", "causeway-underlay"), "causeway tunnel, eth0"),
                      (("tunnel", "stack"), "through the stack, cw_vxlan"),
                      (("native", "causeway"), "causeway native, cw_vxlan"),
-                     (("tunnel", "baseline"), f"baseline tunnel, {BARE_VXLAN}"),
+                     (("tunnel", "baseline"), f"baseline tunnel, {SAME_VXLAN}"),
+                     (("tunnel", "bare"), f"bare tunnel, {BARE_VXLAN}"),
                      (("tunnel", "floor"), f"floor tunnel, {FLOOR_VXLAN}")):
         d = tx1[k] - tx0[k] if tx0[k] is not None and tx1[k] is not None else None
         print(f"  {label:28} {d if d is not None else '?'}")
@@ -472,8 +619,9 @@ def main():
         warn.append("causeway tunnel mode sent nothing out of the underlay")
     if not sent(("tunnel", "stack")):
         warn.append("--tunnel-through-stack sent nothing over cw_vxlan")
-    if not (tx1[("tunnel", "floor")] or 0) - (tx0[("tunnel", "floor")] or 0):
-        warn.append(f"the floor sent nothing over {FLOOR_VXLAN}")
+    for k, dev in (("floor", FLOOR_VXLAN), ("baseline", SAME_VXLAN), ("bare", BARE_VXLAN)):
+        if not sent(("tunnel", k)):
+            warn.append(f"the {k} tunnel sent nothing over {dev}")
     if (tx1[("native", "causeway")] or 0) - (tx0[("native", "causeway")] or 0) > 100:
         warn.append("causeway native mode sent traffic over cw_vxlan")
     for m in MODES:
@@ -488,7 +636,7 @@ def main():
             warn.append(f"no packet went through Causeway's programs on {nodes[m][0]}")
         out["datapath_counters_" + m] = {"node1": counters[m], "node2": counters_b[m]}
     for w in warn:
-        print(f"WARNING: {w}; the causeway figures may not be of its datapath")
+        print(f"WARNING: {w}; the figures may not be of the paths they name")
     print(f"(setup {setup_s:.0f}s, measuring {time.monotonic() - t_start - setup_s:.0f}s)")
     if args.json:
         B.write_json(args.json, out)
