@@ -169,18 +169,18 @@ class Node:
         assert {"from_container", "to_container", "from_overlay", "to_overlay"} <= names, att
         return pins
 
+    def log_tail(self, n=15):
+        try:
+            return self.log.read_text(errors="replace").splitlines()[-n:]
+        except OSError:
+            return []
+
 
 PROGS = ("from_container", "to_container", "from_overlay", "to_overlay", "from_netdev", "to_netdev")
 
 
 def live_prog_ids():
     return {p["id"] for p in json.loads(run(["bpftool", "-j", "prog", "show"]).stdout)}
-
-    def log_tail(self, n=15):
-        try:
-            return self.log.read_text(errors="replace").splitlines()[-n:]
-        except OSError:
-            return []
 
 
 # --- a lab, with what the helper tests need ------------------------------------------------
