@@ -384,7 +384,8 @@ static void probe(struct cw_remote *r, int64_t now)
 	if (!r->probe && cw_kv_req_new(r->n->loop, r->kv, &r->probe))
 		return;
 	/* a count: the answer is small whatever the key holds */
-	rc = cw_kv_req_send(r->probe, "/v3/kv/range", cw_kvp_range_req(CW_KEY_HEARTBEAT, NULL, 1, 0, true),
+	rc = cw_kv_req_send(r->probe, "/v3/kv/range",
+			    cw_kvp_range_req(CW_KEY_HEARTBEAT, NULL, 1, 0, true),
 			    CW_REMOTE_PROBE_TIMEOUT_MS, on_probe, r);
 	r->probe_ms = now;
 	if (rc)

@@ -496,11 +496,10 @@ static int req_auth_only(struct cw_kv_req *r, cw_kv_req_fn fn, void *arg);
 static void on_token(int rc, const char *body, size_t len, const char *why, void *arg)
 {
 	struct cw_kv *kv = arg;
+	struct cw_kv_waiter *w = kv->waiters;
 
 	(void)body;
 	(void)len;
-	struct cw_kv_waiter *w = kv->waiters;
-
 	kv->auth_rc = rc;
 	snprintf(kv->auth_why, sizeof(kv->auth_why), "%s", rc ? why : "");
 	kv->waiters = NULL;

@@ -532,11 +532,11 @@ int cw_dp_refresh_link(const char *bpf_root, int ifindex, const char *ifname)
 		err = cw_tc_query(ifindex, ingress, &id);
 		if (err == -ENODEV)
 			return moved; /* the link went away (a pod deleted meanwhile) */
-		if (err || !id) {
+		if (err) {
 			first_err = first_err ? first_err : err;
 			continue;
 		}
-		if (prog_name(id, name, sizeof(name)) || !ours(name))
+		if (!id || prog_name(id, name, sizeof(name)) || !ours(name))
 			continue; /* gone meanwhile, or not one of ours: left alone */
 		err = open_pin(bpf_root, name, &fd);
 		if (!err)
