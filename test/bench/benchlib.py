@@ -11,6 +11,7 @@ import atexit
 import base64
 import ctypes
 import json
+import ipaddress
 import os
 import re
 import shutil
@@ -353,6 +354,46 @@ def in_netns(path, argv):
     """argv inside the netns at path; nsenter keeps our mount namespace
     (ip netns exec would remount /sys and hide the bpffs)."""
     return ["nsenter", f"--net={path}"] + list(argv)
+
+
+def ns_sh(path, *argv, check=True, quiet=False):
+    """sh() of argv (each made a string) inside the netns at path."""
+    return sh(*in_netns(path, [str(a) for a in argv]), check=check, quiet=quiet)
+
+
+def plain_vxlan(nodes, dev, port, mtu, underlay="eth0", vni=1):
+    """Flannel's vxlan backend written by hand between nodes, each a dict of
+    "ns" (its netns path), "ip" (its underlay address) and "cidr" (the pod
+    subnet routed to it): a kernel VXLAN device per node (vni, UDP port, no
+    learning, no UDP checksum as Causeway's tunnel key asks, mtu) whose
+    address, the VTEP, is the subnet's .0, and static neighbour, FDB and
+    route entries for every other node."""
+    for n in nodes:
+        ns_sh(n["ns"], "ip", "link", "add", dev, "type", "vxlan", "id", vni, "dstport", port,
+              "local", n["ip"], "dev", underlay, "nolearning", "noudpcsum")
+        ns_sh(n["ns"], "ip", "link", "set", dev, "mtu", mtu, "up")
+        ns_sh(n["ns"], "sysctl", "-q", "-w", f"net.ipv4.conf.{dev}.rp_filter=0")
+        n["vxlan_mac"] = json.loads(ns_sh(n["ns"], "ip", "-j", "link", "show", dev).stdout)[0]["address"]
+        n["vtep"] = str(ipaddress.ip_network(n["cidr"])[0])
+        ns_sh(n["ns"], "ip", "addr", "add", f"{n['vtep']}/32", "dev", dev)
+    for n in nodes:
+        for o in nodes:
+            if o is not n:
+                ns_sh(n["ns"], "ip", "neigh", "replace", o["vtep"], "lladdr", o["vxlan_mac"],
+                      "dev", dev, "nud", "permanent")
+                ns_sh(n["ns"], "bridge", "fdb", "append", o["vxlan_mac"], "dev", dev,
+                      "dst", o["ip"])
+                ns_sh(n["ns"], "ip", "route", "add", o["cidr"], "via", o["vtep"], "dev", dev,
+                      "onlink")
+
+
+def plain_routes(nodes, underlay="eth0"):
+    """Static routes between nodes (dicts as plain_vxlan's): every other
+    node's pod subnet via its underlay address, as native routing installs."""
+    for n in nodes:
+        for o in nodes:
+            if o is not n:
+                ns_sh(n["ns"], "ip", "route", "add", o["cidr"], "via", o["ip"], "dev", underlay)
 
 
 def pinned(cpu, argv):

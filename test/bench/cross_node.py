@@ -168,18 +168,14 @@ class BareNodes:
             cleanup.push(f"link {veth}", lambda v=veth: B.sh("ip", "link", "del", v,
                                                              check=False, quiet=True))
             B.sh("ip", "link", "set", veth, "master", bridge, "up")
-            self.ns_sh(ns, "ip", "addr", "add", f"{ip}/{net.prefixlen}", "dev", "eth0")
-            self.ns_sh(ns, "ip", "link", "set", "eth0", "up")
-            self.ns_sh(ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1",
+            B.ns_sh(ns, "ip", "addr", "add", f"{ip}/{net.prefixlen}", "dev", "eth0")
+            B.ns_sh(ns, "ip", "link", "set", "eth0", "up")
+            B.ns_sh(ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1",
                        "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
             d = os.path.join(work, f"bare-n{j}")
             os.makedirs(d)
             self.nodes.append({"j": j, "ns": ns, "ip": ip, "dir": d, "pods": {},
                                "runner": B.Runner(os.path.join(d, "libcni-cache"))})
-
-    @staticmethod
-    def ns_sh(ns, *argv, check=True):
-        return B.sh(*B.in_netns(ns, argv), check=check)
 
     def cni(self, node, conf_file, cmd, cid, pod_ns):
         """cnirunner (libcni) inside the bare node's netns, as a runtime on it would."""
@@ -205,37 +201,22 @@ class BareNodes:
         node["pods"][mode] = out
         return pod_ns, B.pod_ip(out)
 
+    def paths(self, mode):
+        """The bare nodes as B.plain_vxlan and B.plain_routes take them, with mode's subnets."""
+        return [{"ns": n["ns"], "ip": n["ip"], "cidr": BASE_SUBNET[mode].format(j=n["j"])}
+                for n in self.nodes]
+
     def tunnel(self):
         """Plain VXLAN between the two bare nodes, static entries only."""
-        for n in self.nodes:
-            self.ns_sh(n["ns"], "ip", "link", "add", BARE_VXLAN, "type", "vxlan", "id", str(VNI),
-                       "dstport", str(VXLAN_PORT), "local", n["ip"], "dev", "eth0",
-                       "nolearning", "noudpcsum")
-            self.ns_sh(n["ns"], "ip", "link", "set", BARE_VXLAN, "mtu", str(self.mtu), "up")
-            self.ns_sh(n["ns"], "sysctl", "-q", "-w", f"net.ipv4.conf.{BARE_VXLAN}.rp_filter=0")
-            link = json.loads(self.ns_sh(n["ns"], "ip", "-j", "link", "show", BARE_VXLAN).stdout)
-            n["vxlan_mac"] = link[0]["address"]
-            # the VTEP address: the .0 of the node's baseline pod subnet (as flannel)
-            n["vtep"] = str(ipaddress.IPv4Network(BASE_SUBNET["tunnel"].format(j=n["j"]))[0])
-            self.ns_sh(n["ns"], "ip", "addr", "add", f"{n['vtep']}/32", "dev", BARE_VXLAN)
-        for n in self.nodes:
-            for o in self.nodes:
-                if o is n:
-                    continue
-                self.ns_sh(n["ns"], "ip", "neigh", "replace", o["vtep"], "lladdr",
-                           o["vxlan_mac"], "dev", BARE_VXLAN, "nud", "permanent")
-                self.ns_sh(n["ns"], "bridge", "fdb", "append", o["vxlan_mac"], "dev",
-                           BARE_VXLAN, "dst", o["ip"])
-                self.ns_sh(n["ns"], "ip", "route", "add", BASE_SUBNET["tunnel"].format(j=o["j"]),
-                           "via", o["vtep"], "dev", BARE_VXLAN, "onlink")
+        B.plain_vxlan(self.paths("tunnel"), BARE_VXLAN, VXLAN_PORT, self.mtu, vni=VNI)
 
     def floor(self):
         """The collect-metadata floor: an external VXLAN device per node and
         floor.bpf.c on it and on the floor pod's host veth."""
         for n in self.nodes:
-            self.ns_sh(n["ns"], "ip", "link", "add", FLOOR_VXLAN, "type", "vxlan", "external",
+            B.ns_sh(n["ns"], "ip", "link", "add", FLOOR_VXLAN, "type", "vxlan", "external",
                        "dstport", str(FLOOR_PORT))
-            self.ns_sh(n["ns"], "ip", "link", "set", FLOOR_VXLAN, "mtu", str(self.mtu), "up")
+            B.ns_sh(n["ns"], "ip", "link", "set", FLOOR_VXLAN, "mtu", str(self.mtu), "up")
         for n in self.nodes:
             res = n["pods"]["floor"]
             host = next(i for i in res["interfaces"] if not i.get("sandbox"))
@@ -248,12 +229,7 @@ class BareNodes:
 
     def native(self):
         """Static routes to the other node's baseline pod subnet over the underlay."""
-        for n in self.nodes:
-            for o in self.nodes:
-                if o is not n:
-                    self.ns_sh(n["ns"], "ip", "route", "add",
-                               BASE_SUBNET["native"].format(j=o["j"]), "via", o["ip"],
-                               "dev", "eth0")
+        B.plain_routes(self.paths("native"))
 
 
 # --- the baselines between Causeway's own pod namespaces --------------------------
@@ -282,64 +258,39 @@ class SameNamespaces:
             pod_ns = pods[side][0]
             net = ipaddress.IPv4Network(SAME_SUBNET[mode].format(j=j))
             veth = f"{SAME_VETH}{mode[0]}{j}"
-            B.sh(*B.in_netns(ns, ["ip", "link", "add", veth, "type", "veth", "peer", "name",
-                                  SAME_POD_IF, "netns", os.path.basename(pod_ns)]))
-            self.cleanup.push(f"link {veth}", lambda n=ns, v=veth: B.sh(
-                *B.in_netns(n, ["ip", "link", "del", v]), check=False, quiet=True))
+            B.ns_sh(ns, "ip", "link", "add", veth, "type", "veth", "peer", "name", SAME_POD_IF,
+                    "netns", os.path.basename(pod_ns))
+            self.cleanup.push(f"link {veth}", lambda n=ns, v=veth: B.ns_sh(
+                n, "ip", "link", "del", v, check=False, quiet=True))
             for dev, where, addr in ((veth, ns, net[1]), (SAME_POD_IF, pod_ns, net[2])):
-                B.sh(*B.in_netns(where, ["ip", "link", "set", dev, "mtu", str(self.mtu), "up"]))
-                B.sh(*B.in_netns(where, ["ip", "addr", "add", f"{addr}/{net.prefixlen}",
-                                         "dev", dev]))
-            B.sh(*B.in_netns(ns, ["sysctl", "-q", "-w", f"net.ipv4.conf.{veth}.rp_filter=0"]))
+                B.ns_sh(where, "ip", "link", "set", dev, "mtu", self.mtu, "up")
+                B.ns_sh(where, "ip", "addr", "add", f"{addr}/{net.prefixlen}", "dev", dev)
+            B.ns_sh(ns, "sysctl", "-q", "-w", f"net.ipv4.conf.{veth}.rp_filter=0")
             # the other pod's baseline subnet, through this node
-            other = SAME_SUBNET[mode].format(j=3 - j)
-            B.sh(*B.in_netns(pod_ns, ["ip", "route", "add", other, "via", str(net[1]),
-                                      "dev", SAME_POD_IF]))
-            nodes.append({"j": j, "ns": ns, "ip": node["ip"], "net": net})
+            B.ns_sh(pod_ns, "ip", "route", "add", SAME_SUBNET[mode].format(j=3 - j), "via",
+                    net[1], "dev", SAME_POD_IF)
+            nodes.append({"ns": ns, "ip": node["ip"], "cidr": str(net)})
             out[side] = (pod_ns, str(net[2]))
         if mode == "tunnel":
-            self.tunnel(nodes)
-        else:
+            B.plain_vxlan(nodes, SAME_VXLAN, SAME_PORT, self.mtu, vni=VNI)
             for n in nodes:
-                o = nodes[2 - n["j"]]
-                B.sh(*B.in_netns(n["ns"], ["ip", "route", "add", str(o["net"]), "via", o["ip"],
-                                           "dev", "eth0"]))
+                self.notrack(n["ns"])
+        else:
+            B.plain_routes(nodes)
         return out
 
-    def tunnel(self, nodes):
-        """A plain VXLAN device per node, static entries only (as BareNodes.tunnel),
-        its outer packets exempt from conntrack as cw_vxlan's are."""
-        for n in nodes:
-            B.sh(*B.in_netns(n["ns"], [
-                "ip", "link", "add", SAME_VXLAN, "type", "vxlan", "id", str(VNI), "dstport",
-                str(SAME_PORT), "local", n["ip"], "dev", "eth0", "nolearning", "noudpcsum"]))
-            B.sh(*B.in_netns(n["ns"], ["ip", "link", "set", SAME_VXLAN, "mtu", str(self.mtu),
-                                       "up"]))
-            B.sh(*B.in_netns(n["ns"], ["sysctl", "-q", "-w",
-                                       f"net.ipv4.conf.{SAME_VXLAN}.rp_filter=0"]))
-            B.sh(*B.in_netns(n["ns"], ["ip", "addr", "add", f"{n['net'][0]}/32", "dev",
-                                       SAME_VXLAN]))
-            link = json.loads(B.sh(*B.in_netns(n["ns"], ["ip", "-j", "link", "show",
-                                                         SAME_VXLAN])).stdout)
-            n["mac"] = link[0]["address"]
-            rules = ("table ip cwbench {\n"
-                     f" chain pre {{ type filter hook prerouting priority raw; "
-                     f"udp dport {SAME_PORT} notrack; }}\n"
-                     f" chain out {{ type filter hook output priority raw; "
-                     f"udp dport {SAME_PORT} notrack; }}\n}}\n")
-            res = subprocess.run(B.in_netns(n["ns"], ["nft", "-f", "-"]), input=rules,
-                                 capture_output=True, text=True)
-            if res.returncode != 0:
-                raise RuntimeError(f"nft (the baseline's notrack rule): {res.stderr.strip()}")
-        for n in nodes:
-            o = nodes[2 - n["j"]]
-            vtep = str(o["net"][0])
-            B.sh(*B.in_netns(n["ns"], ["ip", "neigh", "replace", vtep, "lladdr", o["mac"],
-                                       "dev", SAME_VXLAN, "nud", "permanent"]))
-            B.sh(*B.in_netns(n["ns"], ["bridge", "fdb", "append", o["mac"], "dev", SAME_VXLAN,
-                                       "dst", o["ip"]]))
-            B.sh(*B.in_netns(n["ns"], ["ip", "route", "add", str(o["net"]), "via", vtep, "dev",
-                                       SAME_VXLAN, "onlink"]))
+    @staticmethod
+    def notrack(ns):
+        """The tunnel baseline's outer packets exempt from conntrack, as cw_vxlan's are."""
+        rules = ("table ip cwbench {\n"
+                 f" chain pre {{ type filter hook prerouting priority raw; "
+                 f"udp dport {SAME_PORT} notrack; }}\n"
+                 f" chain out {{ type filter hook output priority raw; "
+                 f"udp dport {SAME_PORT} notrack; }}\n}}\n")
+        res = subprocess.run(B.in_netns(ns, ["nft", "-f", "-"]), input=rules,
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"nft (the baseline's notrack rule): {res.stderr.strip()}")
 
 
 # --- the measurement ----------------------------------------------------------------

@@ -235,10 +235,6 @@ def kube_proxy_rules(services, cluster_cidr=CLUSTER_CIDR):
 
 # --- the node pairs ----------------------------------------------------------
 
-def ns_sh(ns_path, *argv, check=True):
-    return B.sh(*B.in_netns(ns_path, [str(a) for a in argv]), check=check)
-
-
 class CausewayPair:
     """Two Causeway nodes (tunnel_netns.py's Side) over VXLAN; client and
     same-node backend on a, cross-node backend on b."""
@@ -352,28 +348,14 @@ class PtpPair:
              "peer", "name", tn.UNDERLAY_DEV, "netns", b.node.node_ns)
         plen = ipaddress.ip_network(tn.UNDERLAY_NET).prefixlen
         for s in self.nodes:
-            ns_sh(s.path, "ip", "addr", "add", f"{s.underlay_ip}/{plen}", "dev", tn.UNDERLAY_DEV)
-            ns_sh(s.path, "ip", "link", "set", tn.UNDERLAY_DEV, "up")
-            ns_sh(s.path, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1",
+            B.ns_sh(s.path, "ip", "addr", "add", f"{s.underlay_ip}/{plen}", "dev", tn.UNDERLAY_DEV)
+            B.ns_sh(s.path, "ip", "link", "set", tn.UNDERLAY_DEV, "up")
+            B.ns_sh(s.path, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1",
                   "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
         self.client, self.local = a.ptp_pod(), a.ptp_pod()
         self.remote = b.ptp_pod()
-        for s in self.nodes:
-            ns_sh(s.path, "ip", "link", "add", KP_VXLAN, "type", "vxlan", "id", "1",
-                  "dstport", str(tn.VXLAN_PORT), "local", s.underlay_ip, "dev", tn.UNDERLAY_DEV,
-                  "nolearning", "noudpcsum")
-            ns_sh(s.path, "ip", "link", "set", KP_VXLAN, "mtu", str(tn.POD_MTU), "up")
-            ns_sh(s.path, "sysctl", "-q", "-w", f"net.ipv4.conf.{KP_VXLAN}.rp_filter=0")
-            link = json.loads(ns_sh(s.path, "ip", "-j", "link", "show", KP_VXLAN).stdout)
-            s.vxlan_mac = link[0]["address"]
-            s.vtep = str(ipaddress.ip_network(s.pod_cidr)[0])  # the subnet's .0, as flannel
-            ns_sh(s.path, "ip", "addr", "add", f"{s.vtep}/32", "dev", KP_VXLAN)
-        for s, o in ((a, b), (b, a)):
-            ns_sh(s.path, "ip", "neigh", "replace", o.vtep, "lladdr", o.vxlan_mac, "dev", KP_VXLAN,
-                  "nud", "permanent")
-            ns_sh(s.path, "bridge", "fdb", "append", o.vxlan_mac, "dev", KP_VXLAN, "dst",
-                  o.underlay_ip)
-            ns_sh(s.path, "ip", "route", "add", o.pod_cidr, "via", o.vtep, "dev", KP_VXLAN, "onlink")
+        B.plain_vxlan([{"ns": s.path, "ip": s.underlay_ip, "cidr": s.pod_cidr} for s in self.nodes],
+                      KP_VXLAN, tn.VXLAN_PORT, tn.POD_MTU, underlay=tn.UNDERLAY_DEV)
 
     def load(self, text):
         """kube-proxy's tables into both nodes; the slower node's seconds."""
@@ -392,7 +374,7 @@ class PtpPair:
     def dnat_packets(self, seps):
         """{(service, port name): packets} of the measured DNAT rules on node 1:
         netfilter's nat table sees only a connection's first packet."""
-        res = ns_sh(self.a.path, "iptables-save", "-c", "-t", "nat")
+        res = B.ns_sh(self.a.path, "iptables-save", "-c", "-t", "nat")
         by_chain = {}
         for line in res.stdout.splitlines():
             if "-j DNAT" in line and line.startswith("["):
