@@ -6,7 +6,7 @@ set -eu
 PKGS="build-essential pkg-config clang llvm libbpf-dev bpftool libcjson-dev
 libcurl4-openssl-dev libsodium-dev libnl-3-dev libnl-route-3-dev libnl-genl-3-dev
 libcmocka-dev libclang-rt-14-dev golang-go golang-github-appc-cni-dev
-containernetworking-plugins iproute2 iptables iputils-ping iperf3 sockperf
+containernetworking-plugins iproute2 iptables nftables iputils-ping iperf3 sockperf
 python3 python3-pytest python3-yaml etcd-server etcd-client dnsmasq curl jq openssl procps"
 
 missing=""

@@ -138,7 +138,7 @@ def parse_args():
 
 
 def preflight():
-    B.preflight_lab(need_tools=("iperf3", "sockperf", "ss", "bridge"))
+    B.preflight_lab(need_tools=("iperf3", "sockperf", "ss", "bridge", "nft"))
 
 
 # --- the bare baseline nodes ------------------------------------------------------
